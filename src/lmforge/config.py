@@ -1,0 +1,369 @@
+"""Typed configs: one dataclass per verb, YAML recipes and dotted CLI overrides.
+
+A YAML recipe in ``configs/`` maps one-to-one onto these fields and any field can be
+overridden from the command line by its dotted name (``--optim.lr 3e-4``). The loader in
+this file validates every key and value against the type hints, so a typo or a bad value
+fails at load time with one line naming the key and what was expected. Each field's
+``help`` metadata is what ``lmforge VERB --help`` prints: the dataclass is the single
+source for the YAML schema, the CLI and the docs (litgpt's habit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from lmforge.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help string (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class SourceConfig:
+    """Where raw documents come from."""
+
+    kind: Literal["stdlib", "text", "jsonl", "parquet"] = _f(
+        "stdlib", "stdlib: this Python's own standard-library .py files (no download); "
+        "text: text files, directories or globs; jsonl: JSON lines (.gz too); parquet: Parquet files")
+    paths: list[str] = _f([], "files, directories or glob patterns (not used by stdlib)")
+    text_field: str = _f("text", "JSONL/Parquet field that holds the document text")
+    on_error: Literal["raise", "skip"] = _f(
+        "raise", "raise: stop at the first bad document; skip: count and record it, go on")
+    max_documents: int = _f(0, "stop after this many documents (0 = all)")
+
+
+@dataclass
+class PrepareConfig:
+    """`lmforge prepare`: read a source, split it into train/val documents (JSONL)."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    out_dir: str = _f("runs/quickstart/documents", "where train.jsonl, val.jsonl and stats.json go")
+    val_fraction: float = _f(0.05, "fraction of files (documents) held out for validation")
+    split_seed: int = _f(0, "seed of the deterministic train/val split (by file)")
+
+
+@dataclass
+class TokenizerConfig:
+    """`lmforge tokenizer`: train a tokenizer on prepared documents and save it."""
+
+    kind: Literal["byte_bpe", "wordpiece", "word", "sp_unigram", "sp_bpe", "char"] = _f(
+        "byte_bpe", "algorithm: byte-level BPE, WordPiece, word-level (HF tokenizers), "
+        "SentencePiece Unigram/BPE, or character-level")
+    input: str = _f("runs/quickstart/documents/train.jsonl", "JSONL documents to train on")
+    out_dir: str = _f("runs/quickstart/tokenizer", "directory the tokenizer is saved to")
+    vocab_size: int = _f(4096, "vocabulary size including special tokens")
+    min_frequency: int = _f(2, "minimum pair/word frequency (BPE, WordPiece, word)")
+    max_train_bytes: int = _f(200_000_000, "sample at most this many bytes of text to train on")
+    lowercase: bool = _f(False, "lowercase text before tokenizing (WordPiece/word)")
+
+
+@dataclass
+class EncodeConfig:
+    """`lmforge encode`: tokenize prepared documents into token shards (.bin + .idx)."""
+
+    documents_dir: str = _f("runs/quickstart/documents", "directory with train.jsonl and val.jsonl")
+    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer to encode with")
+    out_dir: str = _f("runs/quickstart/shards", "where train.bin/.idx, val.bin/.idx and meta.json go")
+    num_workers: int = _f(2, "tokenizer processes")
+    append_eos: bool = _f(True, "end every document with the eos token")
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """Decoder-only transformer. `preset` fills the fields; explicit fields override it."""
+
+    preset: str = _f("", "named preset (see `lmforge models`); empty = use the fields below")
+    family: Literal["gpt2", "llama"] = _f("llama", "gpt2: learned positions, LayerNorm, GELU; "
+                                          "llama: RoPE, RMSNorm, SwiGLU, grouped-query attention")
+    vocab_size: int = _f(0, "0 = take it from the tokenizer")
+    max_seq_len: int = _f(256, "longest context the model supports")
+    dim: int = _f(256, "residual stream width")
+    num_layers: int = _f(4, "transformer blocks")
+    num_heads: int = _f(4, "query heads")
+    num_kv_heads: int = _f(0, "key/value heads (0 = num_heads, i.e. multi-head attention)")
+    hidden_dim: int = _f(0, "MLP width (0 = 4*dim for GELU, 8/3*dim rounded to multiple_of for SwiGLU)")
+    multiple_of: int = _f(64, "round the SwiGLU hidden width up to a multiple of this")
+    norm_eps: float = _f(1e-5, "epsilon of LayerNorm/RMSNorm")
+    rope_theta: float = _f(10000.0, "RoPE base frequency")
+    tie_embeddings: bool = _f(True, "share the input embedding and output projection")
+    bias: bool = _f(False, "biases in linear layers and LayerNorm (GPT-2 uses them)")
+    dropout: float = _f(0.0, "dropout on attention and residual branches")
+    init_std: float = _f(0.02, "std of the normal init; residual projections scaled by 1/sqrt(2*num_layers)")
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    name: Literal["sgd", "adam", "adamw", "lamb"] = _f("adamw", "optimiser")
+    lr: float = _f(1e-3, "peak learning rate")
+    weight_decay: float = _f(0.1, "decoupled weight decay (not applied to norms, biases, embeddings)")
+    beta1: float = _f(0.9, "Adam/LAMB beta1")
+    beta2: float = _f(0.95, "Adam/LAMB beta2")
+    eps: float = _f(1e-8, "Adam/LAMB epsilon")
+    momentum: float = _f(0.9, "SGD momentum")
+    schedule: Literal["constant", "linear", "cosine", "wsd"] = _f(
+        "cosine", "learning-rate schedule after warmup (wsd = warmup-stable-decay)")
+    warmup_steps: int = _f(100, "linear warmup steps from 0 to lr")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr (linear, cosine, wsd)")
+    decay_fraction: float = _f(0.2, "wsd: fraction of steps spent in the final decay")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: batch, budget, precision, evaluation and checkpoints."""
+
+    shards_dir: str = _f("runs/quickstart/shards", "token shards from `lmforge encode`")
+    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer saved into every checkpoint")
+    run_dir: str = _f("runs/quickstart", "where checkpoints, metrics.jsonl and config.yaml go")
+    seq_len: int = _f(256, "tokens per training sequence")
+    batch_size: int = _f(16, "sequences per micro-batch (per process)")
+    grad_accum: int = _f(1, "micro-batches per optimiser step")
+    max_steps: int = _f(1000, "stop after this many optimiser steps (0 = no limit)")
+    max_tokens: int = _f(0, "stop after this many training tokens (0 = no limit)")
+    max_seconds: float = _f(0.0, "stop after this much wall-clock training time (0 = no limit)")
+    eval_interval: int = _f(200, "evaluate on the val split every N steps (0 = only at the end)")
+    eval_batches: int = _f(20, "micro-batches per periodic evaluation")
+    log_interval: int = _f(10, "log every N steps")
+    checkpoint_interval: int = _f(0, "save a checkpoint every N steps (0 = only at the end)")
+    keep_last: int = _f(2, "keep this many most recent checkpoints")
+    resume: bool = _f(True, "resume from the newest checkpoint in run_dir if there is one")
+    precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast dtype (fp16 adds a grad scaler)")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
+    compile: bool = _f(False, "torch.compile the model")
+    seed: int = _f(1337, "seed for init and data order")
+
+
+@dataclass
+class PretrainConfig:
+    """`lmforge pretrain`: causal-LM pretraining on token shards."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class EvaluateConfig:
+    """`lmforge evaluate CKPT`: loss, perplexity and bits per byte."""
+
+    checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)")
+    data: str = _f("", "token shards directory (uses its val split) or a text/JSONL file")
+    split: str = _f("val", "which split of a shards directory")
+    seq_len: int = _f(0, "window length (0 = the model's max_seq_len)")
+    batch_size: int = _f(8, "windows per batch")
+    max_tokens: int = _f(0, "evaluate at most this many tokens (0 = all)")
+    device: str = _f("auto", "auto, cpu, cuda, ...")
+
+
+@dataclass
+class GenerateConfig:
+    """`lmforge generate CKPT --prompt ...`: sample text with a KV cache."""
+
+    checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)")
+    prompt: str = _f("", "text to continue")
+    max_new_tokens: int = _f(128, "tokens to generate")
+    temperature: float = _f(0.8, "softmax temperature (0 = greedy)")
+    top_k: int = _f(0, "keep the k most likely tokens (0 = off)")
+    top_p: float = _f(1.0, "nucleus sampling: keep the smallest set with this much probability")
+    repetition_penalty: float = _f(1.0, "divide positive logits of seen tokens by this (CTRL)")
+    stop: list[str] = _f([], "stop when any of these strings appears in the output")
+    num_samples: int = _f(1, "independent samples")
+    seed: int = _f(0, "sampling seed")
+    device: str = _f("auto", "auto, cpu, cuda, ...")
+
+
+@dataclass
+class QuickstartConfig:
+    """`lmforge quickstart`: prepare -> tokenizer -> encode -> pretrain -> evaluate -> generate."""
+
+    run_dir: str = _f("runs/quickstart", "everything goes under this directory")
+    recipe: str = _f("", "pretrain recipe YAML (default: the packaged quickstart recipe)")
+    max_documents: int = _f(0, "use at most this many stdlib files (0 = all)")
+    vocab_size: int = _f(4096, "tokenizer vocabulary size")
+    prompts: list[str] = _f(["def ", "class ", "import "], "prompts to sample from at the end")
+    max_new_tokens: int = _f(96, "tokens per sample")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, typing.List):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type hint ``tp`` and convert where lossless; else ConfigError."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, prefix=key + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise bad
+    if origin in (list, typing.List):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}': {cls.__name__} has {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse a CLI value with YAML rules, so `--a 1e-3`, `--b true`, `--c [x, y]` all work."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML 1.1 reads "1e-3" as a string; accept it as a number.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(cls: type, yaml_path: Optional[str | Path] = None,
+                overrides: Optional[dict[str, Any]] = None) -> Any:
+    """Build ``cls`` from defaults, then a YAML recipe, then dotted overrides (in that order).
+
+    ``overrides`` maps dotted names (``"optim.lr"``) to values; strings are parsed with YAML
+    rules. Raises ``ConfigError`` naming the offending key.
+    """
+    tree: dict[str, Any] = {}
+    if yaml_path:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' not found: pass an existing YAML recipe (see configs/)")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must be a mapping of keys to values")
+        tree = loaded
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, _parse_scalar(value) if isinstance(value, str) else value)
+    return _build(cls, tree)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML; ``load_config(type(cfg), path)`` gives it back."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def iter_fields(cls: type, prefix: str = ""):
+    """Yield ``(dotted_name, type_hint, default, help)`` for every leaf field, depth first."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, prefix + f.name + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        yield prefix + f.name, tp, default, f.metadata.get("help", "")
+
+
+def type_name(tp: Any) -> str:
+    return _type_name(tp)
