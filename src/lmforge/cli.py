@@ -1,0 +1,158 @@
+"""`lmforge VERB [--config recipe.yaml] [--dotted.key value ...]`.
+
+Every option of every verb is generated from that verb's config dataclass in
+``lmforge.config``, so `--help`, the YAML recipes and the Python API cannot drift apart.
+User mistakes (``LmforgeError``) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from lmforge import config as C
+from lmforge.errors import LmforgeError
+
+
+@dataclass(frozen=True)
+class Verb:
+    config_cls: type
+    run: Callable[[Any], Any]
+    summary: str
+    positional: Optional[str] = None  # a field that may also be given as the first argument
+
+
+def _run_prepare(cfg: C.PrepareConfig) -> None:
+    from lmforge.data import prepare
+
+    stats = prepare(cfg)
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(stats["skipped"].items())) or "none"
+    print(f"read {stats['read']} = kept {stats['kept']} + skipped {sum(stats['skipped'].values())} "
+          f"({skipped}); wrote {cfg.out_dir}")
+
+
+def _run_tokenizer(cfg: C.TokenizerConfig) -> None:
+    from lmforge.tokenize.documents import train_tokenizer_on_documents
+
+    tokenizer = train_tokenizer_on_documents(cfg)
+    print(f"trained {cfg.kind} tokenizer with {tokenizer.vocab_size} tokens -> {cfg.out_dir} "
+          f"(fingerprint {tokenizer.fingerprint()})")
+
+
+def _run_encode(cfg: C.EncodeConfig) -> None:
+    from lmforge.data import encode_documents
+
+    meta = encode_documents(cfg)
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['num_docs']:,} documents, {info['num_tokens']:,} tokens, "
+              f"{info['num_bytes']:,} bytes ({info['num_bytes'] / max(info['num_tokens'], 1):.2f} bytes/token)")
+    print(f"wrote {cfg.out_dir} ({meta['dtype']})")
+
+
+def _run_pretrain(cfg: C.PretrainConfig) -> None:
+    from lmforge.train.loop import pretrain
+
+    summary = pretrain(cfg)
+    if summary:
+        print(f"val loss {summary['val_loss']:.4f}, val bits/byte {summary['val_bits_per_byte']:.4f}, "
+              f"{summary['tokens_per_second']:,.0f} tokens/s; checkpoint {summary['checkpoint']}")
+
+
+def _run_evaluate(cfg: C.EvaluateConfig) -> None:
+    from lmforge.evaluate import evaluate, format_result
+
+    print(format_result(evaluate(cfg)))
+
+
+def _run_generate(cfg: C.GenerateConfig) -> None:
+    from lmforge.sample import sample_text
+
+    for index in range(cfg.num_samples):
+        if cfg.num_samples > 1:
+            print(f"--- sample {index + 1}")
+        sys.stdout.write(cfg.prompt)
+        sys.stdout.flush()
+        for piece in sample_text(cfg, sample_index=index):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+
+def _run_quickstart(cfg: C.QuickstartConfig) -> None:
+    from lmforge.quickstart import quickstart
+
+    quickstart(cfg)
+
+
+VERBS: dict[str, Verb] = {
+    "prepare": Verb(C.PrepareConfig, _run_prepare, "read a source into train/val documents (JSONL)"),
+    "tokenizer": Verb(C.TokenizerConfig, _run_tokenizer, "train a tokenizer on prepared documents"),
+    "encode": Verb(C.EncodeConfig, _run_encode, "tokenize documents into token shards"),
+    "pretrain": Verb(C.PretrainConfig, _run_pretrain, "pretrain a causal LM on token shards"),
+    "evaluate": Verb(C.EvaluateConfig, _run_evaluate, "loss, perplexity, bits/byte of a checkpoint",
+                     positional="checkpoint"),
+    "generate": Verb(C.GenerateConfig, _run_generate, "sample text from a checkpoint", positional="checkpoint"),
+    "quickstart": Verb(C.QuickstartConfig, _run_quickstart,
+                       "prepare -> tokenizer -> encode -> pretrain -> evaluate -> generate on the stdlib"),
+}
+
+
+def _add_options(parser: argparse.ArgumentParser, verb: Verb) -> None:
+    parser.add_argument("--config", metavar="YAML", help="recipe to load before the options below")
+    if verb.positional:
+        parser.add_argument("positional", nargs="?", metavar=verb.positional.upper(),
+                            help=f"same as --{verb.positional}")
+    for dotted, tp, default, help_text in C.iter_fields(verb.config_cls):
+        shown = json.dumps(default) if not isinstance(default, str) else repr(default)
+        nargs = "*" if C.type_name(tp).startswith("a list") else None
+        parser.add_argument(f"--{dotted}", dest=dotted, default=argparse.SUPPRESS, nargs=nargs,
+                            metavar=dotted.split(".")[-1].upper(),
+                            help=f"{help_text} [{C.type_name(tp)}; default {shown}]".replace("%", "%%"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmforge", description="Train language models from raw text, on a laptop CPU or a GPU cluster.",
+        epilog="Options come from typed configs: `lmforge VERB --help` lists them; any can be set in a "
+               "YAML recipe (--config) and overridden by its dotted name.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, verb in VERBS.items():
+        _add_options(sub.add_parser(name, help=verb.summary, description=verb.summary), verb)
+    sub.add_parser("models", help="list model presets with parameter counts and FLOPs/token")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    verb_name = args.pop("verb")
+    if verb_name is None:
+        parser.print_help()
+        return 2
+    try:
+        if verb_name == "models":
+            from lmforge.models import describe_presets
+
+            print(describe_presets())
+            return 0
+        verb = VERBS[verb_name]
+        yaml_path = args.pop("config", None)
+        positional = args.pop("positional", None)
+        if positional is not None:
+            args[verb.positional] = positional
+        cfg = C.load_config(verb.config_cls, yaml_path, args)
+        verb.run(cfg)
+    except LmforgeError as err:
+        print(f"lmforge {verb_name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lmforge {verb_name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Text in, text out: streaming generation from a checkpoint with stop strings.
+
+``lmforge.generate`` works on token ids; this module adds the tokenizer: it encodes the
+prompt, decodes incrementally (holding back a trailing partial UTF-8 character and any text
+that could still become a stop string) and stops at eos, a stop string or the token budget.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from lmforge.config import GenerateConfig
+from lmforge.generate import generate
+
+
+class TextSampler:
+    """A loaded checkpoint ready to continue prompts."""
+
+    def __init__(self, checkpoint: str, device: str = "auto") -> None:
+        from lmforge.train.checkpoint import load_checkpoint
+        from lmforge.train.parallel import World, resolve_device
+
+        self.device = resolve_device(device, World())
+        self.model, self.tokenizer, self.checkpoint_dir = load_checkpoint(checkpoint, self.device)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        # Training documents each follow an eos token, so eos is the "start of document" context.
+        return [self.tokenizer.eos_id] + self.tokenizer.encode(prompt)
+
+    def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.8, top_k: int = 0,
+               top_p: float = 1.0, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
+               seed: int = 0) -> Iterator[str]:
+        """Yield pieces of generated text as they become final."""
+        ids = self.prompt_ids(prompt)
+        room = self.model.config.max_seq_len - len(ids)
+        if room <= 0:
+            ids = ids[-(self.model.config.max_seq_len - 1):]
+            room = 1
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        prompt_BT = torch.tensor([ids], dtype=torch.long, device=self.device)
+        new_ids: list[int] = []
+        emitted = 0
+        hold = max((len(s) for s in stop), default=1) - 1
+        text = ""
+        for token_B in generate(self.model, prompt_BT, min(max_new_tokens, room), temperature=temperature,
+                                top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                                eos_id=self.tokenizer.eos_id, generator=generator):
+            token = int(token_B[0])
+            if token == self.tokenizer.eos_id:
+                break
+            new_ids.append(token)
+            text = self.tokenizer.decode(new_ids)
+            cut = _first_stop(text, stop)
+            if cut is not None:
+                yield text[emitted:cut]
+                return
+            # hold back a partial multi-byte character and a possible stop-string prefix
+            safe = len(text.rstrip("\ufffd")) - hold
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+        if len(text) > emitted:
+            yield text[emitted:]
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> Optional[int]:
+    positions = [text.find(s) for s in stop if s and s in text]
+    return min(positions) if positions else None
+
+
+def sample_text(cfg: GenerateConfig, sample_index: int = 0, sampler: Optional[TextSampler] = None) -> Iterator[str]:
+    """Stream one sample for ``lmforge generate`` (sample i uses seed ``cfg.seed + i``)."""
+    sampler = sampler or _cached_sampler(cfg.checkpoint, cfg.device)
+    return sampler.stream(cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                          cfg.repetition_penalty, cfg.stop, cfg.seed + sample_index)
+
+
+_SAMPLERS: dict[tuple[str, str], TextSampler] = {}
+
+
+def _cached_sampler(checkpoint: str, device: str) -> TextSampler:
+    key = (checkpoint, device)
+    if key not in _SAMPLERS:
+        _SAMPLERS[key] = TextSampler(checkpoint, device)
+    return _SAMPLERS[key]
