@@ -19,22 +19,22 @@ _GLOB_CHARS = ("*", "?", "[")
 
 def walk_files(root: str, suffixes: tuple[str, ...] | None = None,
                skip_dir_names: Iterable[str] = ()) -> Iterator[str]:
-    """Regular files under ``root`` in sorted order, skipping hidden entries (``.git``...).
+    """Regular files under ``root`` sorted by path, skipping hidden entries (``.git``...).
 
     ``suffixes`` keeps only names ending in one of them (None keeps every file);
     directories named in ``skip_dir_names`` are not entered.
     """
     skip = set(skip_dir_names)
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            if suffixes is not None and not name.endswith(suffixes):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in skip]
+        for name in filenames:
+            if name.startswith(".") or (suffixes is not None and not name.endswith(suffixes)):
                 continue
             path = os.path.join(dirpath, name)
             if os.path.isfile(path):
-                yield path
+                found.append(path)
+    yield from sorted(found)
 
 
 def expand_paths(patterns: list[str], kind: str, suffixes: tuple[str, ...] | None) -> list[str]:

@@ -1,0 +1,41 @@
+"""Data: raw sources -> documents -> train/val JSON lines -> token shards -> training windows.
+
+    from lmforge.data import read_documents, prepare, encode_documents, TokenShard, WindowSampler
+
+Names are imported on first use (PEP 562), so ``import lmforge.data`` stays cheap: the
+tokenizer worker processes of ``encode_documents`` import this package, and should not pay
+for importing torch (needed only by ``get_batch``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Document": "document", "BadDocument": "document", "ReadStats": "document",
+    "read_documents": "sources",
+    "prepare": "prepare", "split_fraction": "prepare",
+    "encode_documents": "encode",
+    "TokenShard": "shards", "check_tokenizer_matches": "shards", "token_dtype": "shards",
+    "read_meta": "shards",
+    "WindowSampler": "sampler", "get_batch": "sampler",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from lmforge.data.document import BadDocument, Document, ReadStats
+    from lmforge.data.encode import encode_documents
+    from lmforge.data.prepare import prepare, split_fraction
+    from lmforge.data.sampler import WindowSampler, get_batch
+    from lmforge.data.shards import TokenShard, check_tokenizer_matches, read_meta, token_dtype
+    from lmforge.data.sources import read_documents
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lmforge.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"lmforge.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
