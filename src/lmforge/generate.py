@@ -1,0 +1,107 @@
+"""Autoregressive sampling with a KV cache, and the pure logit transforms it uses.
+
+Shape legend: B batch (rows), T prompt length, S tokens seen so far, V vocabulary.
+
+The transforms run in the order HF `generate` uses: repetition penalty, temperature, top-k,
+top-p. Each takes logits and returns new logits (the input is never modified).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+def apply_repetition_penalty(logits_BV: torch.Tensor, token_ids_BS: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty (Keskar et al. 2019, eq. 4, as HF implements it): the logit of every token
+    already seen is divided by `penalty` if positive and multiplied by it if negative, so a
+    penalty > 1 always makes a seen token less likely. A token seen twice is penalised once."""
+    if penalty == 1.0:
+        return logits_BV
+    seen_BS = logits_BV.gather(1, token_ids_BS)
+    seen_BS = torch.where(seen_BS > 0, seen_BS / penalty, seen_BS * penalty)
+    return logits_BV.scatter(1, token_ids_BS, seen_BS)
+
+
+def top_k_filter(logits_BV: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (Fan et al. 2018), -inf elsewhere; ties with the
+    k-th value are kept. k <= 0 or k >= V is a no-op."""
+    if k <= 0 or k >= logits_BV.shape[-1]:
+        return logits_BV
+    kth_B1 = logits_BV.topk(k, dim=-1).values[:, -1:]
+    return logits_BV.masked_fill(logits_BV < kth_B1, float("-inf"))
+
+
+def top_p_filter(logits_BV: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter (Holtzman et al. 2020): keep the smallest set of most likely tokens whose
+    probability sums to at least p, -inf elsewhere. The most likely token is always kept.
+    p >= 1 is a no-op."""
+    if p >= 1.0:
+        return logits_BV
+    sorted_BV, order_BV = logits_BV.sort(dim=-1, descending=True)
+    probs_BV = sorted_BV.softmax(dim=-1)
+    mass_before_BV = probs_BV.cumsum(dim=-1) - probs_BV
+    drop_sorted_BV = mass_before_BV >= p
+    drop_sorted_BV[:, 0] = False
+    drop_BV = torch.zeros_like(drop_sorted_BV).scatter(1, order_BV, drop_sorted_BV)
+    return logits_BV.masked_fill(drop_BV, float("-inf"))
+
+
+def sample_next_token(logits_BV: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One token per row: argmax when temperature == 0, else a draw from softmax(logits / T)
+    after the top-k and top-p filters. Returns int64 (B,)."""
+    if temperature == 0:
+        return logits_BV.argmax(dim=-1)
+    logits_BV = top_p_filter(top_k_filter(logits_BV / temperature, top_k), top_p)
+    return torch.multinomial(logits_BV.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+
+@torch.inference_mode()
+def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, eos_id: Optional[int] = None,
+             generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B,) int64, one step at a time.
+
+    The prompt (all rows the same length, no padding) is run in one forward that fills a KV
+    cache; each later step runs only the newest token. Generation stops after
+    `max_new_tokens`, when every row has produced `eos_id` (a finished row keeps yielding
+    `eos_id`), or when prompt + new tokens reach the model's `max_seq_len` (the context is
+    not slid: nothing is generated past it). The model runs in eval mode (no dropout) and
+    gets its previous mode back at the end. `generator` seeds sampling (same device as model).
+    """
+    batch_size, prompt_len = prompt_ids_BT.shape
+    max_seq_len = model.config.max_seq_len
+    if prompt_len == 0 or prompt_len > max_seq_len:
+        raise LmforgeError(f"the prompt has {prompt_len} tokens but the model takes 1 to {max_seq_len}: "
+                           f"shorten the prompt")
+    num_new = min(max_new_tokens, max_seq_len - prompt_len)
+    if num_new <= 0:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        kv_cache = model.new_kv_cache(batch_size, prompt_len + num_new - 1)
+        seen_BS = torch.empty(batch_size, prompt_len + num_new, dtype=torch.long, device=prompt_ids_BT.device)
+        seen_BS[:, :prompt_len] = prompt_ids_BT
+        finished_B = torch.zeros(batch_size, dtype=torch.bool, device=prompt_ids_BT.device)
+        input_ids_BT = prompt_ids_BT
+        for step in range(num_new):
+            # Only the last position's logits are needed: skip the (T, V) head of the prefill.
+            hidden_BD = model.hidden_states(input_ids_BT, kv_cache)[:, -1]
+            logits_BV = model.output(hidden_BD).float()
+            logits_BV = apply_repetition_penalty(logits_BV, seen_BS[:, :prompt_len + step], repetition_penalty)
+            next_B = sample_next_token(logits_BV, temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                next_B = next_B.masked_fill(finished_B, eos_id)
+                finished_B |= next_B == eos_id
+            yield next_B
+            if eos_id is not None and bool(finished_B.all()):
+                return
+            seen_BS[:, prompt_len + step] = next_B
+            input_ids_BT = next_B.unsqueeze(1)
+    finally:
+        model.train(was_training)

@@ -1,0 +1,1 @@
+"""Interoperability with other libraries (HF transformers in `lmforge.interop.hf`, imported lazily)."""

@@ -1,0 +1,110 @@
+"""Model families and named sizes (data, not code), and the resolution of a `ModelConfig` against them.
+
+A preset fills the fields of `ModelConfig`; fields the user set explicitly win. Presets that
+leave `vocab_size` out take it from the tokenizer (the caller sets `cfg.vocab_size`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Optional
+
+from lmforge.config import ModelConfig
+from lmforge.errors import ConfigError
+from lmforge.models import gpt2, llama
+from lmforge.models.blocks import BlockSpec
+
+# Each family is a choice of blocks (see the family files).
+FAMILIES: dict[str, BlockSpec] = {"gpt2": gpt2.BLOCKS, "llama": llama.BLOCKS}
+
+_GPT2 = {"family": "gpt2", "bias": True, "tie_embeddings": True, "norm_eps": 1e-5}
+_LLAMA = {"family": "llama", "bias": False, "norm_eps": 1e-5}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tiny models for tests: a forward+backward takes milliseconds.
+    "gpt2-tiny": {**_GPT2, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2,
+                  "num_heads": 4},
+    "llama-tiny": {**_LLAMA, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2,
+                   "num_heads": 4, "num_kv_heads": 2, "tie_embeddings": False},
+    # Sized to train in ~5 minutes on 2 CPU cores (about 3M non-embedding parameters,
+    # ~25 MFLOP/token at seq 256); vocab_size comes from the tokenizer.
+    "llama-quickstart": {**_LLAMA, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 8,
+                         "num_kv_heads": 4, "multiple_of": 64, "tie_embeddings": True},
+    "gpt2-quickstart": {**_GPT2, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 8},
+    # GPT-2 small and medium (Radford et al. 2019): 124,439,808 and 354,823,168 parameters.
+    "gpt2-124m": {**_GPT2, "vocab_size": 50257, "max_seq_len": 1024, "dim": 768, "num_layers": 12,
+                  "num_heads": 12},
+    "gpt2-350m": {**_GPT2, "vocab_size": 50257, "max_seq_len": 1024, "dim": 1024, "num_layers": 24,
+                  "num_heads": 16},
+    # The shape of SmolLM-135M (a Llama-architecture model, 134.5M parameters, tied).
+    "llama-135m": {**_LLAMA, "vocab_size": 49152, "max_seq_len": 2048, "dim": 576, "num_layers": 30,
+                   "num_heads": 9, "num_kv_heads": 3, "hidden_dim": 1536, "tie_embeddings": True},
+    # Approximately Llama 3.2 1B (1.24B parameters). Its 128k context relies on "llama3" RoPE
+    # frequency scaling, which is not implemented here, so the context is the 8k of pretraining.
+    "llama-1b": {**_LLAMA, "vocab_size": 128256, "max_seq_len": 8192, "dim": 2048, "num_layers": 16,
+                 "num_heads": 32, "num_kv_heads": 8, "hidden_dim": 8192, "rope_theta": 500000.0,
+                 "tie_embeddings": True},
+}
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
+def resolve_model_config(cfg: ModelConfig, explicit_fields: Optional[Iterable[str]] = None) -> ModelConfig:
+    """Apply the preset, fill the 0-means-derived fields and validate; returns a new config.
+
+    Precedence: dataclass defaults < preset < user values. Without `explicit_fields`, a user
+    value is any field that differs from the `ModelConfig` default, so setting a field to its
+    default value cannot override a preset that sets it otherwise (e.g. `max_seq_len: 256` on
+    gpt2-124m keeps 1024); callers that know which keys were given pass them as
+    `explicit_fields`. Resolving twice gives the same config.
+
+    Derived fields: `num_kv_heads` 0 -> `num_heads`; `hidden_dim` 0 -> 4*dim for GELU, and for
+    SwiGLU 2/3 of that (keeping the parameter count of a 4*dim GELU MLP, Shazeer 2020) rounded
+    up to a multiple of `multiple_of`, as in the Llama reference code.
+    """
+    values = dataclasses.asdict(cfg)
+    if cfg.preset:
+        if cfg.preset not in PRESETS:
+            raise ConfigError(f"unknown model preset '{cfg.preset}': choose one of {', '.join(PRESETS)}")
+        explicit = set(explicit_fields) if explicit_fields is not None else {
+            k for k, v in values.items() if v != _DEFAULTS[k]}
+        values = {**_DEFAULTS, **PRESETS[cfg.preset], **{k: values[k] for k in explicit}}
+
+    if values["family"] not in FAMILIES:
+        raise ConfigError(f"model.family '{values['family']}' is unknown: choose one of {', '.join(FAMILIES)}")
+    if values["num_kv_heads"] == 0:
+        values["num_kv_heads"] = values["num_heads"]
+    if values["hidden_dim"] == 0:
+        values["hidden_dim"] = _default_hidden_dim(FAMILIES[values["family"]].mlp, values["dim"],
+                                                   values["multiple_of"])
+    resolved = ModelConfig(**values)
+    _validate(resolved)
+    return resolved
+
+
+def _default_hidden_dim(mlp: str, dim: int, multiple_of: int) -> int:
+    if mlp == "gelu":
+        return 4 * dim
+    hidden = int(8 * dim / 3)
+    return multiple_of * -(-hidden // multiple_of)
+
+
+def _validate(cfg: ModelConfig) -> None:
+    if cfg.vocab_size <= 0:
+        raise ConfigError("model.vocab_size is 0: it must come from the tokenizer "
+                          "(set model.vocab_size to the tokenizer's vocab_size, or use a preset that has one)")
+    for name in ("max_seq_len", "dim", "num_layers", "num_heads", "num_kv_heads", "hidden_dim", "multiple_of"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"model.{name} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.dim % cfg.num_heads:
+        raise ConfigError(f"model.dim ({cfg.dim}) must be divisible by model.num_heads ({cfg.num_heads})")
+    if cfg.num_heads % cfg.num_kv_heads:
+        raise ConfigError(f"model.num_heads ({cfg.num_heads}) must be divisible by "
+                          f"model.num_kv_heads ({cfg.num_kv_heads})")
+    if FAMILIES[cfg.family].positions == "rope" and (cfg.dim // cfg.num_heads) % 2:
+        raise ConfigError(f"RoPE needs an even head width: model.dim / model.num_heads = "
+                          f"{cfg.dim // cfg.num_heads}; change dim or num_heads")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.norm_eps <= 0 or cfg.init_std <= 0 or cfg.rope_theta <= 0:
+        raise ConfigError("model.norm_eps, model.init_std and model.rope_theta must be positive")

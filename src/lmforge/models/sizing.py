@@ -1,0 +1,80 @@
+"""Parameter counts, FLOPs per token and the preset table `lmforge models` prints."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.models.presets import PRESETS, resolve_model_config
+from lmforge.models.transformer import Transformer
+
+
+def _meta_model(cfg: ModelConfig) -> Transformer:
+    """The model with shapes only (no memory), so counting llama-1b costs nothing."""
+    with torch.device("meta"):
+        return Transformer(cfg)
+
+
+def count_parameters(model_or_cfg: Union[nn.Module, ModelConfig], include_embeddings: bool = True) -> int:
+    """Number of distinct parameters (a tied output head is counted once).
+
+    `include_embeddings=False` leaves out the token and position embedding tables (and so a
+    tied output head, which is the token table).
+    """
+    model = _meta_model(model_or_cfg) if isinstance(model_or_cfg, ModelConfig) else model_or_cfg
+    params = {id(p): p.numel() for p in model.parameters()}
+    if not include_embeddings:
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                params.pop(id(module.weight), None)
+    return sum(params.values())
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token, 6N + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, appendix B).
+
+    6N is the forward (2N) and backward (4N) matmul work of the weights; 12·L·H·Q·T is that of
+    the attention scores and the weighted sum (L layers, H query heads, head width Q, sequence
+    length T; the causal half is not discounted, as in PaLM). N counts the weights that take
+    part in a matmul for every token: all parameters except the token and position embedding
+    tables, which are lookups, plus the output projection even when it is tied to the token
+    embedding (its D·V matmul is real work, often the biggest one in a small model; torchtitan
+    and nanoGPT count it too).
+    """
+    cfg = resolve_model_config(cfg)
+    num_matmul_params = count_parameters(cfg, include_embeddings=False)
+    if cfg.tie_embeddings:
+        num_matmul_params += cfg.dim * cfg.vocab_size
+    head_dim = cfg.dim // cfg.num_heads
+    return 6.0 * num_matmul_params + 12.0 * cfg.num_layers * cfg.num_heads * head_dim * seq_len
+
+
+def describe_presets(vocab_size_if_unset: int = 4096) -> str:
+    """A table of every preset: shape, parameters, FLOPs per token at its max_seq_len."""
+    header = ("preset", "family", "layers", "dim", "heads", "kv", "hidden", "vocab", "seq",
+              "params", "non-emb", "GFLOP/token")
+    rows = [header]
+    for name, values in PRESETS.items():
+        vocab_size = values.get("vocab_size", vocab_size_if_unset)
+        cfg = resolve_model_config(ModelConfig(preset=name, vocab_size=vocab_size))
+        rows.append((name, cfg.family, str(cfg.num_layers), str(cfg.dim), str(cfg.num_heads),
+                     str(cfg.num_kv_heads), str(cfg.hidden_dim),
+                     str(vocab_size) + ("" if "vocab_size" in values else "*"), str(cfg.max_seq_len),
+                     _human(count_parameters(cfg)), _human(count_parameters(cfg, include_embeddings=False)),
+                     f"{flops_per_token(cfg, cfg.max_seq_len) / 1e9:.3f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.append(f"* vocabulary comes from the tokenizer ({vocab_size_if_unset} assumed here)")
+    return "\n".join(lines)
+
+
+def _human(count: int) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            return f"{count / scale:.1f}{suffix}"
+    return str(count)
+
