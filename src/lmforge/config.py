@@ -288,8 +288,27 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if key not in names:
             raise ConfigError(
                 f"unknown config key '{prefix}{key}': {cls.__name__} has {', '.join(sorted(names))}")
+    if cls is ModelConfig and values.get("preset"):
+        values = _expand_preset(values, prefix)
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
     return cls(**kwargs)
+
+
+def _expand_preset(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Write a model preset's fields out under the keys the user gave (user values win).
+
+    Done here, where we still know which keys were given, so that a value the user set equal to
+    a dataclass default (``max_seq_len: 256`` on ``gpt2-124m``) still beats the preset. The
+    result names every field, so ``preset`` is cleared: the config that is saved and checkpointed
+    is self-contained.
+    """
+    from lmforge.models.presets import PRESETS
+
+    name = values["preset"]
+    if name not in PRESETS:
+        raise ConfigError(f"config key '{prefix}preset': unknown model preset {name!r}; "
+                          f"choose one of {', '.join(PRESETS)}")
+    return {**PRESETS[name], **{k: v for k, v in values.items() if k != "preset"}, "preset": ""}
 
 
 def _parse_scalar(text: str) -> Any:

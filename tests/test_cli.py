@@ -1,0 +1,104 @@
+"""The CLI end to end on a tiny corpus, its help, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_corpus
+from lmforge import config as C
+from lmforge.cli import VERBS, main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "lmforge.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for verb in VERBS:
+        assert verb in result.stdout
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_option_is_in_verb_help(capsys, verb):
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for dotted, _tp, _default, _help in C.iter_fields(VERBS[verb].config_cls):
+        assert f"--{dotted}" in out
+
+
+def test_end_to_end_on_a_tiny_corpus(capsys, tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", num_files=16)
+    docs, tok, shards, run = (tmp_path / n for n in ("docs", "tok", "shards", "run"))
+    code, out, _ = run_cli(capsys, "prepare", "--source.kind", "text", "--source.paths", corpus,
+                           "--out_dir", docs, "--val_fraction", "0.25")
+    assert code == 0 and "read 16 = kept 16 + skipped 0" in out
+    code, out, _ = run_cli(capsys, "tokenizer", "--input", docs / "train.jsonl", "--out_dir", tok,
+                           "--vocab_size", "300")
+    assert code == 0 and "300 tokens" in out
+    code, out, _ = run_cli(capsys, "encode", "--documents_dir", docs, "--tokenizer_dir", tok,
+                           "--out_dir", shards, "--num_workers", "1")
+    assert code == 0 and "train:" in out and "val:" in out
+    code, out, _ = run_cli(capsys, "pretrain", "--model.preset", "llama-tiny", "--model.max_seq_len", "32", "--model.vocab_size", "0",
+                           "--train.shards_dir", shards, "--train.tokenizer_dir", tok, "--train.run_dir", run,
+                           "--train.seq_len", "32", "--train.batch_size", "4", "--train.max_steps", "20",
+                           "--train.device", "cpu", "--optim.lr", "3e-3", "--optim.warmup_steps", "2")
+    assert code == 0 and "val bits/byte" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 20
+
+    code, out, _ = run_cli(capsys, "evaluate", run, "--data", shards, "--device", "cpu")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["bits_per_byte"] == pytest.approx(summary["val_bits_per_byte"], rel=1e-5)
+    # a raw text file works too (tokenized on the fly with the checkpoint's tokenizer)
+    code, out, _ = run_cli(capsys, "evaluate", run, "--data", corpus / "mod_00.py", "--device", "cpu")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["bytes"] == len(
+        (corpus / "mod_00.py").read_bytes())
+
+    code, out, _ = run_cli(capsys, "generate", run, "--prompt", "def ", "--max_new_tokens", "20",
+                           "--temperature", "0", "--device", "cpu")
+    assert code == 0 and out.startswith("def ")
+    code2, out2, _ = run_cli(capsys, "generate", run, "--prompt", "def ", "--max_new_tokens", "20",
+                             "--temperature", "0", "--device", "cpu")
+    assert out2 == out  # greedy is deterministic
+    code, out, _ = run_cli(capsys, "generate", run, "--prompt", "def ", "--max_new_tokens", "40",
+                           "--temperature", "0", "--stop", "(", "--device", "cpu")
+    assert code == 0 and "(" not in out[len("def "):]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["prepare", "--source.kind", "text", "--source.paths", "/no/such/dir"], "/no/such/dir"),
+    (["pretrain", "--optim.lr", "fast"], "config key 'optim.lr': expected a number"),
+    (["pretrain", "--train.shards_dir", "/no/shards", "--train.tokenizer_dir", "/no/tok"], "/no/tok"),
+    (["evaluate", "/no/ckpt", "--data", "x"], "checkpoint '/no/ckpt' does not exist"),
+    (["tokenizer", "--input", "/no/docs.jsonl"], "run `lmforge prepare` first"),
+])
+def test_user_mistakes_are_one_line_errors(capsys, argv, fragment):
+    code, _out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_utf8_file_is_named_or_skipped(capsys, tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", num_files=4)
+    (corpus / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    code, _out, err = run_cli(capsys, "prepare", "--source.kind", "text", "--source.paths", corpus,
+                              "--out_dir", tmp_path / "d")
+    assert code == 2 and "latin1.txt" in err
+    code, out, _err = run_cli(capsys, "prepare", "--source.kind", "text", "--source.paths", corpus,
+                              "--out_dir", tmp_path / "d", "--source.on_error", "skip")
+    assert code == 0 and "read 5 = kept 4 + skipped 1" in out
+    stats = json.loads((tmp_path / "d" / "stats.json").read_text())
+    assert stats["read"] == stats["kept"] + sum(stats["skipped"].values())
