@@ -267,7 +267,7 @@ def test_prepare_split_is_deterministic_and_by_file(tmp_path):
     # each file lands on the side its hash says, and its text is whole
     for split, docs in rows.items():
         for row in docs:
-            assert (split_fraction(3, row["id"]) < 0.2) == (split == "val")
+            assert (split_fraction(3, row["text"]) < 0.2) == (split == "val")
             with open(row["meta"]["source"], encoding="utf-8") as f:
                 assert f.read() == row["text"]
     assert a["kept"] == 60 == len(rows["train"]) + len(rows["val"])

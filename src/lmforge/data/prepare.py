@@ -1,13 +1,12 @@
 """`lmforge prepare`: read a source once and split its documents into train/val JSON lines.
 
-The split is decided per document by hashing ``(split_seed, document id)`` to a number in
+The split is decided per document by hashing ``(split_seed, document text)`` to a number in
 [0, 1): below ``val_fraction`` goes to val. For one-file-one-document sources (stdlib, text)
-the id is the file's path, so the split is by file: a near-duplicate chunk of one file can
-never sit on both sides. For JSONL/Parquet the id is ``path:line``/``path:row``, so a big
-file's documents are spread over both splits. Hashing ids (not random draws) keeps each
-document's side fixed when documents are added or removed, and independent of read order.
-The stdlib ids are paths relative to the stdlib root, so the split is the same on every
-machine with the same Python version.
+a document is a file, so the split is by file; for JSONL/Parquet it is by record. Hashing the
+content rather than drawing at random keeps each document's side fixed when others are added
+or removed, independent of read order and of where the corpus lies on disk (the same corpus
+copied to another directory splits the same way), and it puts identical documents on the
+same side, so an exact duplicate can never leak from train into val.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ SPLITS = ("train", "val")
 
 def split_fraction(split_seed: int, key: str) -> float:
     """A uniform number in [0, 1) fixed by ``(split_seed, key)``: 64 bits of BLAKE2b."""
-    digest = hashlib.blake2b(f"{split_seed}\x00{key}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8,
+                             key=str(split_seed).encode()).digest()
     return int.from_bytes(digest, "little") / 2.0**64
 
 
@@ -96,7 +96,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, Any]:
     writers = {s: _SplitWriter(s, os.path.join(cfg.out_dir, f"{s}.jsonl")) for s in SPLITS}
     try:
         for doc in read_documents(cfg.source, stats):
-            fraction = split_fraction(cfg.split_seed, doc.id)
+            fraction = split_fraction(cfg.split_seed, doc.text)
             writers["val" if fraction < cfg.val_fraction else "train"].add(doc, fraction)
         if stats.kept == 0:
             raise DataError(_empty_corpus_message(cfg, stats))
