@@ -202,7 +202,8 @@ class QuickstartConfig:
     recipe: str = _f("", "pretrain recipe YAML (default: the packaged quickstart recipe)")
     max_documents: int = _f(0, "use at most this many stdlib files (0 = all)")
     vocab_size: int = _f(4096, "tokenizer vocabulary size")
-    prompts: list[str] = _f(["def ", "class ", "import "], "prompts to sample from at the end")
+    prompts: list[str] = _f(["import os\n", "def parse_args(", "class Stack:\n    def __init__(self"],
+                            "prompts to sample from at the end (no trailing space: BPE tokens carry it)")
     max_new_tokens: int = _f(96, "tokens per sample")
 
 

@@ -116,7 +116,7 @@ def hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None = 
             raise ConfigError("HF GPT-2 has no grouped-query attention: set model.num_kv_heads to 0")
         return transformers.GPT2Config(
             vocab_size=cfg.vocab_size, n_positions=cfg.max_seq_len, n_embd=cfg.dim, n_layer=cfg.num_layers,
-            n_head=cfg.num_heads, n_inner=cfg.hidden_dim, activation_function="gelu_new",
+            n_head=cfg.num_heads, n_inner=cfg.hidden_dim, activation_function="gelu_pytorch_tanh",
             resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
             layer_norm_epsilon=cfg.norm_eps, initializer_range=cfg.init_std,
             tie_word_embeddings=cfg.tie_embeddings, **tokens)
