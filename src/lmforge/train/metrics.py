@@ -83,16 +83,23 @@ _cpu_peak_cache: dict[tuple[torch.dtype, int], float] = {}
 
 
 def measure_cpu_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048, seconds: float = 0.5) -> float:
-    """Best FLOP/s of a ``size``-square matmul over ~``seconds``, with the current torch thread count.
+    """Best FLOP/s of a square matmul (up to ``size``) over ~``seconds``, with the current torch thread count.
 
     A CPU has no datasheet figure that a framework can reach, so its peak is what a large
     matmul achieves here (BLAS runs near the machine's real limit on it). The best repeat is
-    kept because noise from other processes only ever slows a repeat down.
+    kept because noise from other processes only ever slows a repeat down. The size grows from
+    256 while one product takes under 50 ms, so a dtype without fast CPU kernels (fp16 on most
+    x86 CPUs runs a reference loop, tens of seconds for 2048^3) still measures in about a second.
     """
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up: thread pool start, page faults on out
+    n = 256
+    while True:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        out = torch.empty(n, n, dtype=dtype)
+        tick = time.perf_counter()
+        torch.mm(a, b, out=out)  # also the warm-up: thread pool start, page faults on out
+        if n >= size or time.perf_counter() - tick > 0.05:
+            break
+        n *= 2
     best = math.inf
     num_repeats, start = 0, time.perf_counter()
     while num_repeats < 3 or time.perf_counter() - start < seconds:
@@ -100,7 +107,7 @@ def measure_cpu_peak_flops(dtype: torch.dtype = torch.float32, size: int = 2048,
         torch.mm(a, b, out=out)
         best = min(best, time.perf_counter() - tick)
         num_repeats += 1
-    return 2.0 * size ** 3 / best
+    return 2.0 * n ** 3 / best
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
