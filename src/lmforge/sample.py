@@ -7,7 +7,8 @@ that could still become a stop string) and stops at eos, a stop string or the to
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+import sys
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
@@ -36,33 +37,48 @@ class TextSampler:
         ids = self.prompt_ids(prompt)
         room = self.model.config.max_seq_len - len(ids)
         if room <= 0:
-            ids = ids[-(self.model.config.max_seq_len - 1):]
-            room = 1
+            keep = self.model.config.max_seq_len - 1
+            print(f"note: the prompt has {len(ids)} tokens, more than the model's context; "
+                  f"generating from its last {keep}", file=sys.stderr)
+            ids, room = ids[-keep:], 1
         generator = torch.Generator(device=self.device).manual_seed(seed)
         prompt_BT = torch.tensor([ids], dtype=torch.long, device=self.device)
-        new_ids: list[int] = []
-        emitted = 0
-        hold = max((len(s) for s in stop), default=1) - 1
-        text = ""
-        for token_B in generate(self.model, prompt_BT, min(max_new_tokens, room), temperature=temperature,
-                                top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                                eos_id=self.tokenizer.eos_id, generator=generator):
-            token = int(token_B[0])
-            if token == self.tokenizer.eos_id:
-                break
-            new_ids.append(token)
-            text = self.tokenizer.decode(new_ids)
-            cut = _first_stop(text, stop)
-            if cut is not None:
+        tokens = (int(token_B[0]) for token_B in generate(
+            self.model, prompt_BT, min(max_new_tokens, room), temperature=temperature, top_k=top_k,
+            top_p=top_p, repetition_penalty=repetition_penalty, eos_id=self.tokenizer.eos_id,
+            generator=generator))
+        yield from stream_text(tokens, self.tokenizer.decode, self.tokenizer.eos_id, stop)
+
+
+def stream_text(tokens: Iterable[int], decode: Callable[[list[int]], str], eos_id: Optional[int],
+                stop: Sequence[str] = ()) -> Iterator[str]:
+    """Turn a stream of token ids into pieces of final text.
+
+    Decoding the whole continuation each time (not token by token) keeps multi-token characters
+    and merges right; a trailing U+FFFD (half of a UTF-8 character) and the last
+    ``len(longest stop string) - 1`` characters are held back until they are settled, so the
+    text printed never contains a stop string nor has to be taken back.
+    """
+    new_ids: list[int] = []
+    emitted = 0
+    hold = max((len(s) for s in stop), default=1) - 1
+    text = ""
+    for token in tokens:
+        if token == eos_id:
+            break
+        new_ids.append(token)
+        text = decode(new_ids)
+        cut = _first_stop(text, stop)
+        if cut is not None:
+            if cut > emitted:
                 yield text[emitted:cut]
-                return
-            # hold back a partial multi-byte character and a possible stop-string prefix
-            safe = len(text.rstrip("\ufffd")) - hold
-            if safe > emitted:
-                yield text[emitted:safe]
-                emitted = safe
-        if len(text) > emitted:
-            yield text[emitted:]
+            return
+        safe = len(text.rstrip("\ufffd")) - hold
+        if safe > emitted:
+            yield text[emitted:safe]
+            emitted = safe
+    if len(text) > emitted:
+        yield text[emitted:]
 
 
 def _first_stop(text: str, stop: Sequence[str]) -> Optional[int]:
