@@ -158,3 +158,21 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_run, tmp_path):
     wb = load_file(ckpt.latest_checkpoint(ddp) / ckpt.MODEL_FILE)
     for key in wa:
         assert torch.allclose(wa[key], wb[key], atol=1e-5), key
+
+
+def test_resume_refuses_a_run_dir_trained_with_another_tokenizer(tiny_run, tmp_path):
+    from lmforge.config import TokenizerConfig
+    from lmforge.tokenize.documents import train_tokenizer_on_documents
+    from lmforge.data import encode_documents
+    from lmforge.config import EncodeConfig
+
+    run = tmp_path / "run"
+    pretrain(tiny_pretrain_config(tiny_run, run, max_steps=2))
+    other_tok, other_shards = tmp_path / "tok300", tmp_path / "shards300"
+    train_tokenizer_on_documents(TokenizerConfig(input=str(tiny_run["documents"] / "train.jsonl"),
+                                                 out_dir=str(other_tok), vocab_size=300))
+    encode_documents(EncodeConfig(documents_dir=str(tiny_run["documents"]), tokenizer_dir=str(other_tok),
+                                  out_dir=str(other_shards), num_workers=1))
+    cfg = tiny_pretrain_config({"shards": other_shards, "tokenizer": other_tok}, run, max_steps=4)
+    with pytest.raises(CheckpointError, match="trained with another tokenizer"):
+        pretrain(cfg)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from lmforge.config import PretrainConfig, save_config
-from lmforge.errors import ConfigError
+from lmforge.errors import CheckpointError, ConfigError
 from lmforge.evaluate import autocast_context, evaluate_shard, loss_on_stream
 from lmforge.objectives import causal_lm_loss
 from lmforge.train import checkpoint as ckpt
@@ -94,6 +94,10 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     # ---- resume
     resume_from = ckpt.latest_checkpoint(run_dir) if t.resume else None
     if resume_from is not None:
+        saved = load_tokenizer(resume_from / ckpt.TOKENIZER_DIR).fingerprint()
+        if saved != tokenizer.fingerprint():
+            raise CheckpointError(f"{resume_from} was trained with another tokenizer than {t.tokenizer_dir}: "
+                                  "pass a new --train.run_dir, or --train.resume false to start over there")
         ckpt.load_weights(model, resume_from)
         state = ckpt.load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
