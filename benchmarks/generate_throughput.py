@@ -1,0 +1,131 @@
+"""Generation throughput: lmforge's KV-cache loop against HF `generate`, same model, same prompt.
+
+Both libraries get the identical model (our weights copied into the HF class by
+`lmforge.interop.hf`), the same prompt repeated over the batch, greedy decoding and exactly
+`--new-tokens` new tokens (no early stop). Runs alternate between the two libraries so both
+see the same machine noise; the figure is the median over `--repeats`. The generated tokens
+must be identical: the benchmark checks it, so the comparison is of the same work.
+
+Prints a table, then one JSON line with every figure and the lmforge/HF ratios.
+
+    python benchmarks/generate_throughput.py                        # CPU: llama and gpt2 quickstart sizes
+    python benchmarks/generate_throughput.py --configs gpt2-124m --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from lmforge.config import ModelConfig, load_config
+from lmforge.generate import generate
+from lmforge.interop.hf import to_hf_model
+from lmforge.models import build_model, count_parameters
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="llama-quickstart,gpt2-quickstart",
+                        help="comma-separated gpt2/llama presets (see `lmforge models`)")
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per library and setting")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="for presets that take it from a tokenizer")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor]:
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - start, out
+
+
+def bench_config(name: str, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    torch.manual_seed(args.seed)
+    length = args.prompt_len + args.new_tokens
+
+    cfg = load_config(ModelConfig, None, {"preset": name, "max_seq_len": max(length, 64),
+                                          **({"vocab_size": args.vocab_size} if "quickstart" in name else {})})
+    ours = build_model(cfg).to(device).eval()
+    theirs = to_hf_model(ours.cpu()).to(device).eval()
+    ours.to(device)
+    vocab = ours.config.vocab_size
+    prompt_1T = torch.randint(0, vocab, (1, args.prompt_len), generator=torch.Generator().manual_seed(args.seed))
+    results = []
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        prompt_BT = prompt_1T.expand(batch_size, -1).contiguous().to(device)
+
+        def run_ours() -> torch.Tensor:
+            return torch.stack(list(generate(ours, prompt_BT, args.new_tokens, temperature=0.0)), dim=1)
+
+        def run_hf() -> torch.Tensor:
+            with torch.inference_mode():
+                out = theirs.generate(prompt_BT, attention_mask=torch.ones_like(prompt_BT), do_sample=False,
+                                      max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                                      pad_token_id=0, eos_token_id=None)
+            return out[:, args.prompt_len:]
+
+        run_ours(), run_hf()  # warm-up
+        times: dict[str, list[float]] = {"lmforge": [], "hf": []}
+        outputs: dict[str, torch.Tensor] = {}
+        for repeat in range(args.repeats):
+            order = [("lmforge", run_ours), ("hf", run_hf)]
+            for lib, fn in order if repeat % 2 == 0 else order[::-1]:
+                seconds, outputs[lib] = timed(fn, device)
+                times[lib].append(seconds)
+        same = torch.equal(outputs["lmforge"].cpu(), outputs["hf"].cpu())
+        new_tokens = batch_size * args.new_tokens
+        row = {"config": name, "num_params": count_parameters(ours), "batch_size": batch_size,
+               "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "identical_tokens": same}
+        for lib in times:
+            median = statistics.median(times[lib])
+            row[lib] = {"median_seconds": median, "tokens_per_second": new_tokens / median}
+        row["speed_ratio_lmforge_over_hf"] = row["hf"]["median_seconds"] / row["lmforge"]["median_seconds"]
+        results.append(row)
+        print(f"{name} batch {batch_size}: done", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    import transformers
+
+    print(f"device {device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads; "
+          f"torch {torch.__version__}, transformers {transformers.__version__}", flush=True)
+    results = [row for name in args.configs.split(",") for row in bench_config(name.strip(), args, device)]
+    header = f"{'config':<18}{'batch':>6}{'lmforge tok/s':>15}{'HF tok/s':>11}{'lmforge/HF':>12}{'same tokens':>13}"
+    print(header)
+    for r in results:
+        print(f"{r['config']:<18}{r['batch_size']:>6}{r['lmforge']['tokens_per_second']:>15,.0f}"
+              f"{r['hf']['tokens_per_second']:>11,.0f}{r['speed_ratio_lmforge_over_hf']:>12.2f}"
+              f"{str(r['identical_tokens']):>13}")
+    summary = {"benchmark": "generate_throughput", "device": str(device), "torch": torch.__version__,
+               "transformers": transformers.__version__,
+               "ratios": {f"{r['config']}@b{r['batch_size']}": r["speed_ratio_lmforge_over_hf"] for r in results},
+               "results": results}
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
