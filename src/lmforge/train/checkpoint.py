@@ -76,6 +76,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return newest
 
 
+def write_model_files(directory: Path, model: torch.nn.Module, model_cfg: ModelConfig, step: int,
+                      extra_config: Optional[dict[str, Any]] = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (which must exist).
+    Shared by ``save_checkpoint`` and HF import (``lmforge.interop.convert``)."""
+    save_model(model, str(directory / MODEL_FILE))
+    config = {"format": FORMAT, "step": step, "model": dataclasses.asdict(model_cfg), **(extra_config or {})}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, model_cfg: ModelConfig,
                     tokenizer_dir: str | Path, trainer_state: dict[str, Any], keep_last: int = 2,
                     extra_config: Optional[dict[str, Any]] = None) -> Path:
@@ -86,9 +95,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, mode
     tmp = root / f".tmp-{final.name}-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     try:
-        save_model(model, str(tmp / MODEL_FILE))
-        config = {"format": FORMAT, "step": step, "model": dataclasses.asdict(model_cfg), **(extra_config or {})}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        write_model_files(tmp, model, model_cfg, step, extra_config)
         shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR)
         torch.save(trainer_state, tmp / STATE_FILE)
         if final.exists():  # re-saving the same step (e.g. after a resume): replace it

@@ -22,9 +22,9 @@ import torch
 
 from lmforge.config import PretrainConfig, save_config
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.evaluate import autocast_context, evaluate_shard, loss_on_stream
-from lmforge.objectives import causal_lm_loss
+from lmforge.evaluate import autocast_context, evaluate_shard
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.tasks import move_batch, task_for
 from lmforge.train.parallel import (World, all_reduce_sum, barrier, init_world, resolve_device,
                                     shutdown, wrap_data_parallel)
 
@@ -54,7 +54,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     ``on_step(step, record)`` is called after every optimiser step (tests use it to
     simulate a crash).
     """
-    from lmforge.data import TokenShard, WindowSampler, check_tokenizer_matches, get_batch
+    from lmforge.data import TokenShard, WindowSampler, check_tokenizer_matches
     from lmforge.models import build_model, count_parameters, flops_per_token, resolve_model_config
     from lmforge.tokenize import load_tokenizer
     from lmforge.train.metrics import MetricsWriter, ProgressReporter, mfu, peak_flops, peak_memory_bytes
@@ -81,6 +81,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         raise ConfigError(f"config key 'train.seq_len': {t.seq_len} exceeds model.max_seq_len "
                           f"{model_cfg.max_seq_len}; lower it or raise model.max_seq_len")
     model = build_model(model_cfg).to(device)
+    task = task_for(model_cfg)
     optimizer = build_optimizer(model, cfg.optim, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
@@ -130,12 +131,10 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
                        f"{flops_token / 1e6:.1f} MFLOPs/token; {world.world_size} process(es) on {device}; "
                        f"{tokens_per_step:,} tokens/step; train split {train_shard.num_tokens:,} tokens")
 
-    def evaluate_val() -> float:
-        """Mean loss on a fixed prefix of the val split (the same windows every time)."""
+    def evaluate_val() -> dict[str, float]:
+        """The task's val metrics on a fixed prefix of the val split (the same windows every time)."""
         num_tokens = min(val_shard.num_tokens, t.eval_batches * t.batch_size * t.seq_len + 1)
-        nats, count = loss_on_stream(model, val_shard.tokens[:num_tokens], t.seq_len, t.batch_size,
-                                     device, t.precision)
-        return nats / max(count, 1)
+        return task.evaluate(model, val_shard.tokens[:num_tokens], t.seq_len, t.batch_size, device, t.precision)
 
     def save(step_now: int) -> None:
         state = {
@@ -174,17 +173,21 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
 
         offsets = sampler.next_offsets()
         loss_sum = torch.zeros((), device=device)
+        task_sums: dict[str, torch.Tensor] = {}  # e.g. masked-token accuracy, averaged over micro-batches
         for micro in range(t.grad_accum):
             chunk = (micro * world.world_size + world.rank) * t.batch_size
-            inputs_BT, targets_BT = get_batch(train_shard.tokens, offsets[chunk:chunk + t.batch_size], t.seq_len)
-            inputs_BT, targets_BT = inputs_BT.to(device, non_blocking=True), targets_BT.to(device, non_blocking=True)
+            batch = move_batch(task.batch(train_shard.tokens, offsets[chunk:chunk + t.batch_size], t.seq_len),
+                               device)
             # DDP all-reduces gradients only on the last micro-batch of the step
             sync = micro == t.grad_accum - 1 or not world.distributed
             with train_model.no_sync() if not sync else contextlib.nullcontext():
                 with autocast_context(device, t.precision):
-                    loss = causal_lm_loss(train_model(inputs_BT), targets_BT) / t.grad_accum
+                    loss, task_metrics = task.loss(train_model, batch)
+                    loss = loss / t.grad_accum
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
+            for key, value in task_metrics.items():
+                task_sums[key] = task_sums.get(key, 0) + value.detach() / t.grad_accum
 
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
@@ -201,6 +204,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         train_seconds += float(reduced[1]) / world.world_size
         window_tokens += tokens_per_step
         record: dict[str, Any] = {"step": step, "loss": float(reduced[0]) / world.world_size}
+        record.update({key: float(value) for key, value in task_sums.items()})  # rank 0's view
 
         if step % t.log_interval == 0 or step == 1:
             elapsed = time.perf_counter() - window_start
@@ -212,9 +216,9 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
             })
             window_tokens, window_start = 0, time.perf_counter()
         if t.eval_interval and step % t.eval_interval == 0:
-            last_val_loss = evaluate_val()
-            record["val_loss"] = last_val_loss
-        if metrics is not None and len(record) > 2:
+            record.update(evaluate_val())
+            last_val_loss = record["val_loss"]
+        if metrics is not None and len(record) > 2 + len(task_sums):
             metrics.write(record)
         progress.update(step, record)
         if t.checkpoint_interval and step % t.checkpoint_interval == 0:
