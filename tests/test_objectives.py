@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from lmforge.errors import DataError
-from lmforge.objectives import bits_per_byte, causal_lm_loss, perplexity, token_loss_sum
+from lmforge.objectives import (
+    bits_per_byte,
+    causal_lm_loss,
+    masked_lm_loss,
+    masked_token_accuracy,
+    perplexity,
+    seq2seq_loss,
+    shift_right,
+    token_loss_sum,
+)
 
 # One sequence of two positions over a vocabulary of three.
 LOGITS_BTV = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, math.log(2.0)]]])
@@ -83,3 +92,46 @@ def test_bits_per_byte_and_perplexity():
     assert perplexity(math.log(5.0)) == pytest.approx(5.0)
     assert perplexity(0.0) == 1.0
     assert perplexity(1e4) == math.inf
+
+
+# ---------------------------------------------------------------- masked LM and seq2seq
+
+
+def test_masked_lm_loss_scores_only_labelled_positions_without_shift():
+    # labels sit at the corrupted positions themselves: position 1 is scored against id 0
+    loss = masked_lm_loss(LOGITS_BTV, torch.tensor([[-100, 0]]))
+    assert loss.item() == pytest.approx(NATS_1, abs=1e-6)
+    loss = masked_lm_loss(LOGITS_BTV, TARGETS_BT)
+    assert loss.item() == pytest.approx((NATS_0 + NATS_1) / 2, abs=1e-6)
+    assert masked_lm_loss(LOGITS_BTV, torch.full((1, 2), -100)).item() == 0.0
+
+
+def test_masked_token_accuracy_counts_argmax_hits_on_labelled_positions():
+    # argmax is id 2 at both positions ([1, 2, 3] and [0, 0, log 2])
+    correct, count = masked_token_accuracy(LOGITS_BTV, torch.tensor([[2, 0]]))
+    assert (correct.item(), count.item()) == (1, 2)
+    correct, count = masked_token_accuracy(LOGITS_BTV, torch.tensor([[-100, 2]]))
+    assert (correct.item(), count.item()) == (1, 1)
+    correct, count = masked_token_accuracy(LOGITS_BTV, torch.full((1, 2), -100))
+    assert (correct.item(), count.item()) == (0, 0)
+    assert correct.dtype == torch.int64
+
+
+def test_seq2seq_loss_is_the_mean_over_non_padded_targets():
+    # two rows; the second row's last target is padding
+    logits = torch.cat([LOGITS_BTV, LOGITS_BTV.flip(1)])
+    labels = torch.tensor([[2, 0], [0, -100]])
+    # row 1 position 0 has logits [0, 0, log 2] scored against 0: NATS_1 again
+    expected = (NATS_0 + 2 * NATS_1) / 3
+    assert seq2seq_loss(logits, labels).item() == pytest.approx(expected, abs=1e-6)
+    pad_as_ignore = seq2seq_loss(logits, torch.tensor([[2, 0], [0, 1]]), ignore_index=1)
+    assert pad_as_ignore.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_shift_right_prepends_the_start_token_and_pads_ignored_positions():
+    labels = torch.tensor([[5, 6, 7, -100], [8, 2, -100, -100]])
+    decoder_inputs = shift_right(labels, decoder_start_id=1, pad_id=1)
+    assert decoder_inputs.tolist() == [[1, 5, 6, 7], [1, 8, 2, 1]]
+    decoder_inputs = shift_right(labels, decoder_start_id=0, pad_id=1)
+    assert decoder_inputs.tolist() == [[0, 5, 6, 7], [0, 8, 2, 1]]
+    assert labels[0, 3].item() == -100  # not modified in place

@@ -6,12 +6,17 @@ Targets arrive already shifted by the data loader (``get_batch`` returns windows
 ``seq_len + 1`` tokens split into ``inputs = w[:-1]`` and ``targets = w[1:]``), so logits
 at position t are scored against ``targets_BT[:, t]`` with no shifting here. Positions
 whose target equals ``ignore_index`` (padding, SFT prompt tokens) carry no loss.
+
+The denoising objectives score unshifted labels the same way: masked LM labels sit at the
+corrupted positions themselves, and a seq2seq decoder fed ``shift_right(labels)`` predicts
+``labels[:, t]`` at position t. Their inputs and labels are built in ``lmforge.masking``.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -80,3 +85,52 @@ def perplexity(mean_nats: float) -> float:
         return math.exp(float(mean_nats))
     except OverflowError:
         return math.inf
+
+
+def masked_lm_loss(logits_BTV: Tensor, labels_BT: Tensor, ignore_index: int = -100) -> Tensor:
+    """Mean cross-entropy (nats) over the labelled (selected) positions of a masked LM.
+
+    BERT (Devlin et al. 2019, arXiv 1810.04805, section 3.1): the loss is taken only on the
+    tokens chosen for corruption, predicting the original id from the corrupted input;
+    ``lmforge.masking.mask_tokens`` writes those ids into ``labels_BT`` and -100 elsewhere.
+    Labels are aligned with the logits (no shift). A batch with no labelled position gives
+    0, as in ``causal_lm_loss``.
+    """
+    return causal_lm_loss(logits_BTV, labels_BT, ignore_index)
+
+
+def masked_token_accuracy(logits_BTV: Tensor, labels_BT: Tensor,
+                          ignore_index: int = -100) -> tuple[Tensor, Tensor]:
+    """(number of labelled positions whose argmax is the label, number of labelled positions).
+
+    Both are 0-d int64 tensors on the logits' device, so a training step can log them
+    without a host sync; sum them over batches and divide once for the accuracy. Ties in
+    the argmax go to the lowest id (``torch.argmax``).
+    """
+    labelled_BT = labels_BT != ignore_index
+    correct_BT = (logits_BTV.argmax(dim=-1) == labels_BT) & labelled_BT
+    return correct_BT.sum(), labelled_BT.sum()
+
+
+def seq2seq_loss(logits_BTV: Tensor, labels_BT: Tensor, ignore_index: int = -100) -> Tensor:
+    """Mean cross-entropy (nats) of an encoder-decoder over the non-ignored target tokens.
+
+    Teacher forcing (T5, Raffel et al. 2020, arXiv 1910.10683): the decoder reads
+    ``shift_right(labels_BT, ...)`` and its logits at position t are scored against
+    ``labels_BT[:, t]``; padded target positions carry -100. Computed in float32 and 0 for
+    an all-ignored batch, as ``causal_lm_loss``.
+    """
+    return causal_lm_loss(logits_BTV, labels_BT, ignore_index)
+
+
+def shift_right(labels_BT: Tensor, decoder_start_id: int, pad_id: int,
+                ignore_index: int = -100) -> Tensor:
+    """Decoder inputs for teacher forcing: ``[start, y_0, ..., y_{T-2}]`` per row.
+
+    As in T5 (HF transformers' ``T5PreTrainedModel._shift_right``): the decoder starts
+    from ``decoder_start_id`` (T5 uses its pad id), the labels move one position right,
+    the last label falls off, and ignored positions (-100, not a token id) become ``pad_id``.
+    """
+    start_B1 = torch.full_like(labels_BT[:, :1], decoder_start_id)
+    shifted_BT = torch.cat([start_B1, labels_BT[:, :-1]], dim=1)
+    return shifted_BT.masked_fill(shifted_BT == ignore_index, pad_id)
