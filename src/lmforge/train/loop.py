@@ -22,7 +22,7 @@ import torch
 
 from lmforge.config import PretrainConfig, save_config
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.evaluate import autocast_context, evaluate_shard
+from lmforge.evaluate import autocast_context
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.tasks import move_batch, task_for
 from lmforge.train.parallel import (World, all_reduce_sum, barrier, init_world, resolve_device,
@@ -81,7 +81,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         raise ConfigError(f"config key 'train.seq_len': {t.seq_len} exceeds model.max_seq_len "
                           f"{model_cfg.max_seq_len}; lower it or raise model.max_seq_len")
     model = build_model(model_cfg).to(device)
-    task = task_for(model_cfg)
+    task = task_for(model_cfg, tokenizer)
     optimizer = build_optimizer(model, cfg.optim, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
@@ -176,8 +176,11 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         task_sums: dict[str, torch.Tensor] = {}  # e.g. masked-token accuracy, averaged over micro-batches
         for micro in range(t.grad_accum):
             chunk = (micro * world.world_size + world.rank) * t.batch_size
-            batch = move_batch(task.batch(train_shard.tokens, offsets[chunk:chunk + t.batch_size], t.seq_len),
-                               device)
+            # the seed names (run, step, slot in the global batch): the same masks after a resume
+            # and whatever the number of processes
+            batch_seed = (t.seed * 1_000_003 + step) * 1_000_003 + chunk
+            batch = move_batch(task.batch(train_shard.tokens, offsets[chunk:chunk + t.batch_size], t.seq_len,
+                                          batch_seed), device)
             # DDP all-reduces gradients only on the last micro-batch of the step
             sync = micro == t.grad_accum - 1 or not world.distributed
             with train_model.no_sync() if not sync else contextlib.nullcontext():
@@ -232,20 +235,18 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         save(step)
     summary: dict[str, Any] = {}
     if world.is_main:
-        val = evaluate_shard(model, val_shard, t.seq_len, t.batch_size, device, precision=t.precision)
+        val = task.final_evaluation(model, val_shard, t.seq_len, t.batch_size, device, t.precision)
         total_seconds = max(train_seconds, 1e-9)
         summary = {
             "stop_reason": stop_reason, "steps": step, "tokens_seen": tokens_seen,
             "train_seconds": train_seconds, "tokens_per_second": tokens_seen / total_seconds,
             "mfu": mfu(tokens_seen / total_seconds, flops_token, peak),
             "num_params": num_params, "flops_per_token": flops_token,
-            "val_loss": val["loss"], "val_perplexity": val["perplexity"],
-            "val_bits_per_byte": val["bits_per_byte"], "val_tokens": val["tokens"],
-            "last_periodic_val_loss": last_val_loss, "world_size": world.world_size,
+            "objective": task.name, **val, "last_periodic_val_loss": last_val_loss, "world_size": world.world_size,
             "device": str(device), "precision": t.precision,
             "checkpoint": str(ckpt.latest_checkpoint(run_dir)),
         }
-        metrics.write({"step": step, "val_loss": val["loss"], "val_bits_per_byte": val["bits_per_byte"]})
+        metrics.write({"step": step, **val})
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         metrics.close()
     barrier(world)
