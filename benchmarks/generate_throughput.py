@@ -32,7 +32,7 @@ from lmforge.models import build_model, count_parameters
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="llama-quickstart,gpt2-quickstart",
-                        help="comma-separated gpt2/llama presets (see `lmforge models`)")
+                        help="comma-separated presets (see `lmforge models`)")
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=256)

@@ -53,7 +53,7 @@ def test_end_to_end_on_a_tiny_corpus(capsys, tmp_path):
                            "--train.shards_dir", shards, "--train.tokenizer_dir", tok, "--train.run_dir", run,
                            "--train.seq_len", "32", "--train.batch_size", "4", "--train.max_steps", "20",
                            "--train.device", "cpu", "--optim.lr", "3e-3", "--optim.warmup_steps", "2")
-    assert code == 0 and "val bits/byte" in out
+    assert code == 0 and "val bits per byte" in out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 20
 

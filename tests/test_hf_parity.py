@@ -12,7 +12,8 @@ from lmforge.models import build_model, resolve_model_config
 
 transformers = pytest.importorskip("transformers")
 from lmforge.interop.hf import (  # noqa: E402
-    from_hf_model, from_hf_state_dict, hf_config, model_config_from_hf, to_hf_model, to_hf_state_dict)
+    HF_MODEL_CLASSES, from_hf_model, from_hf_state_dict, hf_config, model_config_from_hf, to_hf_model,
+    to_hf_state_dict)
 
 CONFIGS = {
     "gpt2": ModelConfig(preset="gpt2-tiny"),
@@ -20,6 +21,13 @@ CONFIGS = {
     "llama-gqa": ModelConfig(preset="llama-tiny", rope_theta=500000.0),
     "llama-mqa-tied-bias": ModelConfig(family="llama", vocab_size=96, max_seq_len=32, dim=48, num_layers=2,
                                        num_heads=6, num_kv_heads=1, bias=True, hidden_dim=80),
+    # Window 8 over 20-token inputs: HF's sliding-window mask against ours.
+    "mistral-window": ModelConfig(preset="mistral-tiny"),
+    "mistral-mha-tied": ModelConfig(family="mistral", vocab_size=96, max_seq_len=32, dim=48, num_layers=2,
+                                    num_heads=6, hidden_dim=80, rope_theta=500000.0),
+    "falcon": ModelConfig(preset="falcon-tiny"),
+    "falcon-untied-bias": ModelConfig(preset="falcon-tiny", tie_embeddings=False, bias=True, num_layers=3,
+                                      rope_theta=500000.0),
 }
 
 
@@ -51,7 +59,7 @@ def test_ours_to_hf_logits_match(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_hf_to_ours_logits_match(name):
     cfg = resolve_model_config(CONFIGS[name])
-    cls = transformers.GPT2LMHeadModel if cfg.family == "gpt2" else transformers.LlamaForCausalLM
+    cls = getattr(transformers, HF_MODEL_CLASSES[cfg.family])
     torch.manual_seed(2)
     hf_model = cls(hf_config(cfg)).eval()
     with torch.no_grad():  # HF zero-inits biases and ones-inits norms: randomise them too
@@ -96,7 +104,7 @@ def test_gpt2_without_bias_exports_zero_biases_and_rejects_nonzero_on_import():
         from_hf_state_dict(hf_state, cfg)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "mistral-window", "falcon"])
 def test_greedy_generation_matches_hf_generate(name):
     model = _random_model(CONFIGS[name])
     hf_model = to_hf_model(model)
@@ -105,3 +113,50 @@ def test_greedy_generation_matches_hf_generate(name):
     hf_BT = hf_model.generate(prompt_BT, max_new_tokens=15, min_new_tokens=15, do_sample=False,
                               pad_token_id=0, attention_mask=torch.ones_like(prompt_BT))
     assert torch.equal(ours_BN, hf_BT[:, 6:])
+
+
+def test_falcon_fused_qkv_layout_is_query_heads_then_key_then_value():
+    model = _random_model(CONFIGS["falcon"])
+    hf_state = to_hf_state_dict(model.state_dict(), model.config)
+    qkv_weight = hf_state["transformer.h.1.self_attention.query_key_value.weight"]
+    attn = model.layers[1].attn
+    assert qkv_weight.shape == ((4 + 2) * 16, 64)  # H query heads + one key head + one value head
+    assert torch.equal(qkv_weight[:64], attn.q_proj.weight)
+    assert torch.equal(qkv_weight[64:80], attn.k_proj.weight)
+    assert torch.equal(qkv_weight[80:], attn.v_proj.weight)
+
+
+@pytest.mark.parametrize("hf_cfg,message", [
+    (transformers.FalconConfig(alibi=True), "alibi is not supported"),
+    (transformers.FalconConfig(new_decoder_architecture=True, num_kv_heads=8), "new_decoder_architecture"),
+    (transformers.FalconConfig(parallel_attn=False), "parallel_attn=False"),
+    (transformers.FalconConfig(multi_query=False), "multi_query=False"),
+    (transformers.FalconConfig(activation="relu"), "activation 'relu'"),
+    (transformers.FalconConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}),
+     "RoPE scaling 'linear'"),
+    (transformers.MistralConfig(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}),
+     "RoPE scaling 'dynamic'"),
+    (transformers.MistralConfig(hidden_size=64, num_attention_heads=4, head_dim=32), "head_dim"),
+])
+def test_unsupported_hf_configs_raise(hf_cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        model_config_from_hf(hf_cfg)
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (ModelConfig(preset="falcon-tiny", num_kv_heads=2), "num_kv_heads to 1"),
+    (ModelConfig(preset="llama-tiny", sliding_window=4), "HF llama has no sliding-window"),
+    (ModelConfig(preset="falcon-tiny", sliding_window=4), "HF falcon has no sliding-window"),
+    (ModelConfig(preset="mistral-tiny", bias=True), "HF Mistral has no biases"),
+])
+def test_configs_hf_cannot_express_raise(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        hf_config(cfg)
+
+
+def test_mistral_window_round_trips_through_hf_config():
+    assert hf_config(ModelConfig(preset="mistral-tiny")).sliding_window == 8
+    no_window = resolve_model_config(ModelConfig(preset="mistral-tiny", sliding_window=0),
+                                     explicit_fields={"sliding_window"})
+    assert hf_config(no_window).sliding_window is None
+    assert model_config_from_hf(hf_config(no_window)).sliding_window == 0

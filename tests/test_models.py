@@ -10,6 +10,9 @@ from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.models import PRESETS, build_model, count_parameters, describe_presets, flops_per_token
 from lmforge.models import resolve_model_config
+from lmforge.models.blocks import attention_mask
+
+TINY_PRESETS = ["gpt2-tiny", "llama-tiny", "mistral-tiny", "falcon-tiny"]
 
 
 def _model(preset: str, **overrides) -> torch.nn.Module:
@@ -22,7 +25,7 @@ def _model(preset: str, **overrides) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("preset", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("preset", TINY_PRESETS)
 def test_forward_shape_and_dtype(preset):
     model = _model(preset)
     logits_BTV = model(torch.randint(0, 256, (3, 17)))
@@ -30,7 +33,7 @@ def test_forward_shape_and_dtype(preset):
     assert logits_BTV.dtype == torch.float32
 
 
-@pytest.mark.parametrize("preset", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("preset", TINY_PRESETS)
 def test_future_tokens_do_not_change_earlier_logits(preset):
     model = _model(preset)
     ids_BT = torch.randint(0, 256, (2, 12))
@@ -45,6 +48,9 @@ def test_future_tokens_do_not_change_earlier_logits(preset):
     ("gpt2-tiny", {}),
     ("llama-tiny", {}),
     ("llama-tiny", {"num_kv_heads": 1}),
+    ("mistral-tiny", {}),  # window 8: the prefill, the chunk and every single token reach past it
+    ("mistral-tiny", {"sliding_window": 3}),  # a 4-token chunk wider than the window
+    ("falcon-tiny", {}),
 ])
 def test_kv_cache_decoding_matches_full_forward(preset, overrides):
     model = _model(preset, **overrides)
@@ -57,6 +63,58 @@ def test_kv_cache_decoding_matches_full_forward(preset, overrides):
     pieces += [model(ids_BT[:, t:t + 1], cache) for t in range(13, 24)]
     assert cache.length == 24
     torch.testing.assert_close(torch.cat(pieces, dim=1), full_BTV, rtol=0, atol=1e-5)
+
+
+def test_attention_mask_is_causal_and_windowed_by_hand():
+    # Queries at positions 3..5 over keys 0..5, window 3: key in (t-3, t].
+    expected_TS = torch.tensor([[0, 1, 1, 1, 0, 0],
+                                [0, 0, 1, 1, 1, 0],
+                                [0, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(attention_mask(3, 3, sliding_window=3), expected_TS)
+    assert torch.equal(attention_mask(0, 4, sliding_window=0), torch.ones(4, 4, dtype=torch.bool).tril())
+
+
+def test_token_beyond_the_sliding_window_does_not_influence_later_positions():
+    # Each layer moves information at most W-1 positions: with L=2 layers and W=8 a token at
+    # position 2 reaches position 2 + 2*7 = 16 and no further.
+    model = _model("mistral-tiny")
+    ids_BT = torch.randint(0, 256, (2, 24))
+    changed_BT = ids_BT.clone()
+    changed_BT[:, 2] = (changed_BT[:, 2] + 1) % 256
+    before, after = model(ids_BT), model(changed_BT)
+    torch.testing.assert_close(before[:, 17:], after[:, 17:], rtol=0, atol=1e-6)
+    assert (before[:, 16] - after[:, 16]).abs().max() > 1e-4
+    # The same model without a window sees the change everywhere after position 2.
+    full = dataclasses.replace(model.config, sliding_window=0, preset="")
+    unwindowed = build_model(full).eval()
+    unwindowed.load_state_dict(model.state_dict())
+    assert (unwindowed(ids_BT)[:, 17:] - unwindowed(changed_BT)[:, 17:]).abs().max() > 1e-4
+
+
+def test_window_at_least_the_sequence_equals_plain_causal_attention():
+    model = _model("mistral-tiny")
+    wide = build_model(dataclasses.replace(model.config, sliding_window=24, preset="")).eval()
+    off = build_model(dataclasses.replace(model.config, sliding_window=0, preset="")).eval()
+    wide.load_state_dict(model.state_dict())
+    off.load_state_dict(model.state_dict())
+    ids_BT = torch.randint(0, 256, (2, 24))
+    torch.testing.assert_close(wide(ids_BT), off(ids_BT), rtol=0, atol=0)
+    assert (model(ids_BT) - off(ids_BT)).abs().max() > 1e-4  # window 8 < 24 does change the output
+
+
+def test_parallel_residual_block_formula():
+    # Falcon (and GPT-J, PaLM): x + attn(ln(x)) + mlp(ln(x)), one shared LayerNorm with a bias.
+    block = _model("falcon-tiny").layers[0]
+    assert block.mlp_norm is None and block.attn_norm.bias is not None
+    assert block.attn.q_proj.bias is None and block.mlp.approximate == "none"
+    x_BTD = torch.randn(2, 5, 64)
+    h_BTD = torch.nn.functional.layer_norm(x_BTD, (64,), block.attn_norm.weight, block.attn_norm.bias, 1e-5)
+    expected_BTD = x_BTD + block.attn(h_BTD) + block.mlp(h_BTD)
+    torch.testing.assert_close(block(x_BTD), expected_BTD, rtol=0, atol=1e-6)
+    # The sequential block (Llama, Mistral) feeds the attention output into the MLP's norm.
+    block = _model("mistral-tiny").layers[0]
+    y_BTD = x_BTD + block.attn(block.attn_norm(x_BTD))
+    torch.testing.assert_close(block(x_BTD), y_BTD + block.mlp(block.mlp_norm(y_BTD)), rtol=0, atol=1e-6)
 
 
 def test_mqa_and_tying_overrides_apply():
@@ -136,11 +194,16 @@ def test_parameter_counts_match_transformers_on_meta_device():
     from lmforge.interop.hf import hf_config
 
     for preset, cls in (("gpt2-124m", transformers.GPT2LMHeadModel), ("gpt2-350m", transformers.GPT2LMHeadModel),
-                        ("llama-1b", transformers.LlamaForCausalLM), ("llama-135m", transformers.LlamaForCausalLM)):
+                        ("llama-1b", transformers.LlamaForCausalLM), ("llama-135m", transformers.LlamaForCausalLM),
+                        ("mistral-7b", transformers.MistralForCausalLM),
+                        ("falcon-7b", transformers.FalconForCausalLM)):
         cfg = ModelConfig(preset=preset)
         with torch.device("meta"):
             hf_model = cls(hf_config(cfg))
         assert count_parameters(cfg) == hf_model.num_parameters(), preset
+    # The published sizes: Mistral 7B (Jiang et al. 2023) and Falcon-7B.
+    assert count_parameters(ModelConfig(preset="mistral-7b")) == 7_241_732_096
+    assert count_parameters(ModelConfig(preset="falcon-7b")) == 6_921_720_704
 
 
 def test_count_parameters_of_a_model_equals_its_config():
@@ -179,6 +242,10 @@ def test_preset_fills_fields_and_derives_widths():
     # SwiGLU: int(8*256/3) = 682 rounded up to a multiple of 64.
     assert resolve_model_config(ModelConfig(preset="llama-quickstart", vocab_size=4096)).hidden_dim == 704
     assert resolve_model_config(ModelConfig(vocab_size=10, dim=96, num_heads=4, multiple_of=32)).hidden_dim == 256
+    mistral = resolve_model_config(ModelConfig(preset="mistral-quickstart", vocab_size=4096))
+    assert (mistral.hidden_dim, mistral.num_kv_heads, mistral.sliding_window) == (704, 4, 128)
+    falcon = resolve_model_config(ModelConfig(preset="falcon-quickstart", vocab_size=4096))
+    assert (falcon.hidden_dim, falcon.num_kv_heads, falcon.bias, falcon.tie_embeddings) == (1024, 1, False, True)
 
 
 def test_explicit_values_win_over_the_preset():
@@ -207,7 +274,8 @@ def test_resolution_is_idempotent_and_build_model_keeps_it():
      r"num_heads \(4\) must be divisible by model.num_kv_heads"),
     (ModelConfig(vocab_size=10, dim=12, num_heads=4), "even head width"),
     (ModelConfig(vocab_size=10, dropout=1.0), "dropout"),
-    (ModelConfig(vocab_size=10, family="bert"), "family 'bert' is unknown"),
+    (ModelConfig(vocab_size=10, family="t5"), "family 't5' is unknown"),
+    (ModelConfig(vocab_size=10, family="mistral", sliding_window=-1), "sliding_window must be 0"),
 ])
 def test_resolution_errors(cfg, message):
     with pytest.raises(ConfigError, match=message):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from lmforge import config as C
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ def _run_pretrain(cfg: C.PretrainConfig) -> None:
 
     summary = pretrain(cfg)
     if summary:
-        print(f"val loss {summary['val_loss']:.4f}, val bits/byte {summary['val_bits_per_byte']:.4f}, "
-              f"{summary['tokens_per_second']:,.0f} tokens/s; checkpoint {summary['checkpoint']}")
+        figures = ", ".join(f"{key.replace('_', ' ')} {value:.4f}" for key, value in summary.items()
+                            if key.startswith("val_") and key != "val_tokens" and isinstance(value, float))
+        print(f"{figures}; {summary['tokens_per_second']:,.0f} tokens/s; checkpoint {summary['checkpoint']}")
 
 
 def _run_evaluate(cfg: C.EvaluateConfig) -> None:
@@ -81,6 +82,20 @@ def _run_generate(cfg: C.GenerateConfig) -> None:
         sys.stdout.write("\n")
 
 
+def _run_convert(cfg: C.ConvertConfig) -> None:
+    from lmforge.interop.convert import export_hf, import_hf
+
+    if not cfg.source:
+        raise ConfigError("nothing to convert: give a SOURCE (a checkpoint, or an HF directory with --to lmforge)")
+    if cfg.to == "hf":
+        if cfg.tokenizer_dir:
+            raise ConfigError("--tokenizer_dir is for --to lmforge only: an export uses the checkpoint's tokenizer")
+        out = export_hf(cfg.source, cfg.out_dir, overwrite=cfg.overwrite)
+    else:
+        out = import_hf(cfg.source, cfg.out_dir, overwrite=cfg.overwrite, tokenizer_dir=cfg.tokenizer_dir or None)
+    print(f"wrote {out}")
+
+
 def _run_quickstart(cfg: C.QuickstartConfig) -> None:
     from lmforge.quickstart import quickstart
 
@@ -95,6 +110,8 @@ VERBS: dict[str, Verb] = {
     "evaluate": Verb(C.EvaluateConfig, _run_evaluate, "loss, perplexity, bits/byte of a checkpoint",
                      positional="checkpoint"),
     "generate": Verb(C.GenerateConfig, _run_generate, "sample text from a checkpoint", positional="checkpoint"),
+    "convert": Verb(C.ConvertConfig, _run_convert, "export a checkpoint to HF format, or import an HF model",
+                    positional="source"),
     "quickstart": Verb(C.QuickstartConfig, _run_quickstart,
                        "prepare -> tokenizer -> encode -> pretrain -> evaluate -> generate on the stdlib"),
 }

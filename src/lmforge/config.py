@@ -87,11 +87,14 @@ class EncodeConfig:
 
 @dataclass
 class ModelConfig:
-    """Decoder-only transformer. `preset` fills the fields; explicit fields override it."""
+    """A transformer (decoder-only, or the BERT encoder). `preset` fills the fields; explicit fields override it."""
 
     preset: str = _f("", "named preset (see `lmforge models`); empty = use the fields below")
-    family: Literal["gpt2", "llama"] = _f("llama", "gpt2: learned positions, LayerNorm, GELU; "
-                                          "llama: RoPE, RMSNorm, SwiGLU, grouped-query attention")
+    family: Literal["gpt2", "llama", "mistral", "falcon", "bert"] = _f(
+        "llama", "gpt2: learned positions, LayerNorm, GELU; llama: RoPE, RMSNorm, SwiGLU, grouped-query "
+        "attention; mistral: llama + sliding-window attention; falcon: RoPE, multi-query attention, "
+        "parallel attention/MLP, LayerNorm, GELU; bert: bidirectional post-norm encoder with learned "
+        "positions and token types, trained by masked LM")
     vocab_size: int = _f(0, "0 = take it from the tokenizer")
     max_seq_len: int = _f(256, "longest context the model supports")
     dim: int = _f(256, "residual stream width")
@@ -102,10 +105,14 @@ class ModelConfig:
     multiple_of: int = _f(64, "round the SwiGLU hidden width up to a multiple of this")
     norm_eps: float = _f(1e-5, "epsilon of LayerNorm/RMSNorm")
     rope_theta: float = _f(10000.0, "RoPE base frequency")
+    sliding_window: int = _f(0, "each query attends to itself and the sliding_window-1 keys before it "
+                             "(Mistral); 0 = full causal attention")
     tie_embeddings: bool = _f(True, "share the input embedding and output projection")
     bias: bool = _f(False, "biases in linear layers and LayerNorm (GPT-2 uses them)")
     dropout: float = _f(0.0, "dropout on attention and residual branches")
     init_std: float = _f(0.02, "std of the normal init; residual projections scaled by 1/sqrt(2*num_layers)")
+    type_vocab_size: int = _f(0, "bert: token-type (segment) embeddings, 2 in BERT (0 = none)")
+    num_labels: int = _f(0, "bert: classes of the sequence/token classification head (0 = no such head)")
 
 
 # --------------------------------------------------------------------------- training
@@ -192,6 +199,20 @@ class GenerateConfig:
     num_samples: int = _f(1, "independent samples")
     seed: int = _f(0, "sampling seed")
     device: str = _f("auto", "auto, cpu, cuda, ...")
+
+
+@dataclass
+class ConvertConfig:
+    """`lmforge convert SOURCE --to hf|lmforge --out_dir DIR`: HF-format export and import."""
+
+    to: Literal["hf", "lmforge"] = _f(
+        "hf", "hf: export an lmforge checkpoint (or a run directory's newest) to an HF-format directory; "
+              "lmforge: import an HF-format directory (config.json + safetensors) as an lmforge checkpoint")
+    source: str = _f("", "the checkpoint (to hf) or HF model directory (to lmforge) to convert")
+    out_dir: str = _f("", "directory to write; must not exist or be empty unless overwrite is set")
+    overwrite: bool = _f(False, "replace a non-empty out_dir")
+    tokenizer_dir: str = _f("", "to lmforge only: an lmforge tokenizer to store with the model, needed when the "
+                                "HF directory has no tokenizer.json with lmforge's five special tokens")
 
 
 @dataclass

@@ -1,9 +1,14 @@
-"""Weight and config mapping between our `Transformer` and HF `GPT2LMHeadModel` / `LlamaForCausalLM`.
+"""Weight and config mapping between our `Transformer` and HF `GPT2LMHeadModel`, `LlamaForCausalLM`,
+`MistralForCausalLM` and `FalconForCausalLM`, and between our BERT classes and HF's (BertForMaskedLM,
+BertForSequenceClassification, BertForTokenClassification; see the BERT block at the end).
 
 The mapping is a list of rules (our keys, HF key, transpose?) that runs both ways: HF GPT-2
 fuses q, k and v into one `c_attn` (our three projections concatenated along output rows) and
-its Conv1D layers store weights as (in, out), hence the transpose. Our RoPE uses HF's "rotate half"
-pairing, so Llama q/k rows need no permutation. `transformers` is imported only where needed.
+its Conv1D layers store weights as (in, out), hence the transpose. HF Falcon (falcon-7b's
+multi-query layout) fuses them into `query_key_value` as the H query heads, then the one key
+head, then the one value head: again our three projections concatenated, of unequal sizes. Our
+RoPE uses HF's "rotate half" pairing, so Llama/Mistral/Falcon q/k rows need no permutation.
+`transformers` is imported only where needed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from lmforge.errors import ConfigError
 from lmforge.models.presets import resolve_model_config
 
 Rule = tuple[list[str], str, bool]  # (our keys, concatenated along dim 0; HF key; transpose)
+
+# The `transformers` causal-LM class of each family.
+HF_MODEL_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                    "falcon": "FalconForCausalLM",
+                    "bert": "BertForMaskedLM"}  # (and the BERT classification heads, see the BERT block)
 
 
 def _import_transformers() -> Any:
@@ -49,7 +59,18 @@ def _rules(cfg: ModelConfig) -> list[Rule]:
             add([f"{ours}.mlp.in_proj"], f"{hf}.mlp.c_fc", transpose=True)
             add([f"{ours}.mlp.out_proj"], f"{hf}.mlp.c_proj", transpose=True)
         add(["norm"], "transformer.ln_f")
-    else:
+    elif cfg.family == "falcon":
+        rules.append((["tok_embeddings.weight"], "transformer.word_embeddings.weight", False))
+        for i in range(cfg.num_layers):
+            ours, hf = f"layers.{i}", f"transformer.h.{i}"
+            add([f"{ours}.attn_norm"], f"{hf}.input_layernorm")  # Falcon's LayerNorms always have a bias
+            add([f"{ours}.attn.{p}_proj" for p in "qkv"], f"{hf}.self_attention.query_key_value",
+                has_bias=cfg.bias)
+            add([f"{ours}.attn.out_proj"], f"{hf}.self_attention.dense", has_bias=cfg.bias)
+            add([f"{ours}.mlp.in_proj"], f"{hf}.mlp.dense_h_to_4h", has_bias=cfg.bias)
+            add([f"{ours}.mlp.out_proj"], f"{hf}.mlp.dense_4h_to_h", has_bias=cfg.bias)
+        add(["norm"], "transformer.ln_f")
+    else:  # llama and mistral share HF's names
         rules.append((["tok_embeddings.weight"], "model.embed_tokens.weight", False))
         for i in range(cfg.num_layers):
             ours, hf = f"layers.{i}", f"model.layers.{i}"
@@ -69,6 +90,8 @@ def to_hf_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> d
     """Our state dict -> the HF model's. GPT-2 without biases gets zero biases (HF GPT-2 always
     has them; zeros compute the same function)."""
     cfg = resolve_model_config(cfg)
+    if cfg.family == "bert":
+        return _bert_to_hf_state_dict(state_dict)
     out: dict[str, torch.Tensor] = {}
     for ours, hf_key, transpose in _rules(cfg):
         parts = []
@@ -83,9 +106,20 @@ def to_hf_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> d
     return out
 
 
+def _our_shapes(cfg: ModelConfig) -> dict[str, torch.Size]:
+    """Every tensor of our state dict and its shape, from a model on the meta device (no memory)."""
+    from lmforge.models.transformer import Transformer
+
+    with torch.device("meta"):
+        return {key: tensor.shape for key, tensor in Transformer(cfg).state_dict().items()}
+
+
 def from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """The HF model's state dict -> ours (loadable with `model.load_state_dict(..., strict=True)`)."""
     cfg = resolve_model_config(cfg)
+    if cfg.family == "bert":  # the masked-LM model; `from_hf_model` handles the other heads
+        return _bert_from_hf_state_dict(hf_state_dict, cfg)
+    shapes = _our_shapes(cfg)
     out: dict[str, torch.Tensor] = {}
     for ours, hf_key, transpose in _rules(cfg):
         if hf_key not in hf_state_dict:
@@ -95,22 +129,49 @@ def from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig)
             raise ConfigError(f"HF state dict has no '{hf_key}': the HF model does not match the "
                               f"{cfg.family} config (layers, bias, tied embeddings)")
         tensor = hf_state_dict[hf_key]
-        if hf_key.endswith(".bias") and not cfg.bias:
+        if ours[0] not in shapes:  # a bias HF always has (GPT-2) and this config leaves out
             if torch.count_nonzero(tensor):
                 raise ConfigError(f"HF weights have a non-zero '{hf_key}': set model.bias true")
             continue
         tensor = tensor.t() if transpose else tensor
-        for key, part in zip(ours, tensor.chunk(len(ours), dim=0)):
+        for key, part in zip(ours, tensor.split([shapes[key][0] for key in ours], dim=0)):
             out[key] = part.contiguous()
     return out
 
 
 def hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None = None,
               pad_id: int | None = None) -> Any:
-    """The `transformers` config (GPT2Config or LlamaConfig) describing the same model."""
+    """The `transformers` config (GPT2Config, LlamaConfig, MistralConfig or FalconConfig) describing
+    the same model; ConfigError where the HF architecture cannot express it."""
     transformers = _import_transformers()
     cfg = resolve_model_config(cfg)
     tokens = {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id}
+    if cfg.family == "bert":
+        return _bert_hf_config(cfg, tokens)
+    if cfg.sliding_window and cfg.family != "mistral":
+        raise ConfigError(f"HF {cfg.family} has no sliding-window attention: set model.sliding_window to 0 "
+                          "or use model.family mistral")
+    if cfg.family == "falcon":
+        if cfg.num_kv_heads != 1:
+            raise ConfigError("HF Falcon export supports the falcon-7b multi-query layout only: set "
+                              "model.num_kv_heads to 1")
+        return transformers.FalconConfig(
+            vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads, num_kv_heads=1, multi_query=True, parallel_attn=True,
+            new_decoder_architecture=False, alibi=False, bias=cfg.bias, ffn_hidden_size=cfg.hidden_dim,
+            activation="gelu", max_position_embeddings=cfg.max_seq_len, layer_norm_epsilon=cfg.norm_eps,
+            rope_theta=cfg.rope_theta, hidden_dropout=cfg.dropout, attention_dropout=cfg.dropout,
+            initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings, **tokens)
+    if cfg.family == "mistral":
+        if cfg.bias:
+            raise ConfigError("HF Mistral has no biases: set model.bias false")
+        return transformers.MistralConfig(
+            vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.dim // cfg.num_heads, hidden_act="silu",
+            max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+            sliding_window=cfg.sliding_window or None, attention_dropout=cfg.dropout,
+            initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings, **tokens)
     if cfg.family == "gpt2":
         if cfg.num_kv_heads != cfg.num_heads:
             raise ConfigError("HF GPT-2 has no grouped-query attention: set model.num_kv_heads to 0")
@@ -129,9 +190,56 @@ def hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None = 
         initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings, **tokens)
 
 
+def _plain_rope_theta(config: Any) -> float:
+    """The RoPE base of an HF config; ConfigError for any RoPE scaling (not implemented here)."""
+    rope = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ConfigError(f"RoPE scaling '{rope.get('rope_type', rope.get('type'))}' is not supported: "
+                          "only plain RoPE")
+    return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def _head_dim_matches(config: Any, name: str) -> None:
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if head_dim * config.num_attention_heads != config.hidden_size:
+        raise ConfigError(f"HF {name} with head_dim * num_attention_heads != hidden_size is not supported")
+
+
+def _falcon_config_from_hf(config: Any) -> ModelConfig:
+    """falcon-7b's architecture only: the 40b/180b "new decoder architecture" (grouped KV layout,
+    two LayerNorms), ALiBi and sequential blocks would build a different model, so they raise."""
+    unsupported = {"alibi": config.alibi, "new_decoder_architecture": config.new_decoder_architecture,
+                   "parallel_attn=False": not config.parallel_attn, "multi_query=False": not config.multi_query}
+    for option, present in unsupported.items():
+        if present:
+            raise ConfigError(f"HF Falcon option {option} is not supported: only the falcon-7b architecture "
+                              "(rotary, multi-query, parallel attention/MLP)")
+    if config.activation != "gelu":
+        raise ConfigError(f"HF Falcon activation '{config.activation}' is not supported (exact GELU only)")
+    return resolve_model_config(ModelConfig(
+        family="falcon", vocab_size=config.vocab_size, max_seq_len=config.max_position_embeddings,
+        dim=config.hidden_size, num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads,
+        num_kv_heads=1, hidden_dim=config.ffn_hidden_size, norm_eps=config.layer_norm_epsilon,
+        rope_theta=_plain_rope_theta(config), tie_embeddings=config.tie_word_embeddings, bias=config.bias,
+        init_std=config.initializer_range))
+
+
 def model_config_from_hf(config: Any) -> ModelConfig:
-    """Our `ModelConfig` for an HF GPT2Config / LlamaConfig; raises ConfigError for what we lack."""
+    """Our `ModelConfig` for an HF GPT2/Llama/Mistral/Falcon config; raises ConfigError for what we lack."""
     model_type = getattr(config, "model_type", "")
+    if model_type == "bert":
+        return _bert_config_from_hf(config)
+    if model_type == "falcon":
+        return _falcon_config_from_hf(config)
+    if model_type == "mistral":
+        _head_dim_matches(config, "Mistral")
+        return resolve_model_config(ModelConfig(
+            family="mistral", vocab_size=config.vocab_size, max_seq_len=config.max_position_embeddings,
+            dim=config.hidden_size, num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads,
+            num_kv_heads=config.num_key_value_heads or config.num_attention_heads,
+            hidden_dim=config.intermediate_size, norm_eps=config.rms_norm_eps,
+            rope_theta=_plain_rope_theta(config), sliding_window=config.sliding_window or 0,
+            tie_embeddings=config.tie_word_embeddings, bias=False, init_std=config.initializer_range))
     if model_type == "gpt2":
         if config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ConfigError(f"HF GPT-2 activation '{config.activation_function}' is not supported (tanh GELU only)")
@@ -144,12 +252,8 @@ def model_config_from_hf(config: Any) -> ModelConfig:
             norm_eps=config.layer_norm_epsilon, tie_embeddings=config.tie_word_embeddings, bias=True,
             init_std=config.initializer_range))
     if model_type == "llama":
-        rope = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
-        if rope.get("rope_type", rope.get("type", "default")) != "default":
-            raise ConfigError(f"RoPE scaling '{rope.get('rope_type')}' is not supported: only plain RoPE")
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        if head_dim * config.num_attention_heads != config.hidden_size:
-            raise ConfigError("HF Llama with head_dim * num_attention_heads != hidden_size is not supported")
+        rope_theta = _plain_rope_theta(config)
+        _head_dim_matches(config, "Llama")
         if config.attention_bias != getattr(config, "mlp_bias", False):
             raise ConfigError("HF Llama with attention_bias != mlp_bias is not supported")
         return resolve_model_config(ModelConfig(
@@ -157,27 +261,154 @@ def model_config_from_hf(config: Any) -> ModelConfig:
             dim=config.hidden_size, num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads,
             num_kv_heads=config.num_key_value_heads or config.num_attention_heads,
             hidden_dim=config.intermediate_size, norm_eps=config.rms_norm_eps,
-            rope_theta=float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))),
+            rope_theta=rope_theta,
             tie_embeddings=config.tie_word_embeddings, bias=config.attention_bias,
             init_std=config.initializer_range))
-    raise ConfigError(f"HF model type '{model_type}' is not supported: use a gpt2 or llama model")
+    raise ConfigError(f"HF model type '{model_type}' is not supported: use a gpt2, llama, mistral, falcon "
+                      "or bert model")
 
 
 def to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
     """A `transformers` causal-LM with our model's weights (fp32, on CPU, in eval mode)."""
+    if model.config.family == "bert":
+        return _bert_to_hf_model(model, **token_ids)
     transformers = _import_transformers()
     config = hf_config(model.config, **token_ids)
-    cls = transformers.GPT2LMHeadModel if model.config.family == "gpt2" else transformers.LlamaForCausalLM
-    hf_model = cls(config)
+    hf_model = getattr(transformers, HF_MODEL_CLASSES[model.config.family])(config)
     state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     hf_model.load_state_dict(to_hf_state_dict(state_dict, model.config), strict=True)
     return hf_model.eval()
 
 
 def from_hf_model(hf_model: Any) -> torch.nn.Module:
-    """Our `Transformer` with an HF GPT-2 / Llama model's weights."""
+    """Our `Transformer` with an HF GPT-2 / Llama / Mistral / Falcon model's weights."""
     from lmforge.models.transformer import Transformer
 
+    if getattr(hf_model.config, "model_type", "") == "bert":
+        return _bert_from_hf_model(hf_model)
     model = Transformer(model_config_from_hf(hf_model.config))
     model.load_state_dict(from_hf_state_dict(hf_model.state_dict(), model.config), strict=True)
+    return model
+
+
+# --------------------------------------------------------------------------- BERT
+# The BERT encoder (Devlin et al. 2019) and its heads. HF BERT keeps q, k and v separate
+# nn.Linear layers, so the mapping is a pure rename (no fusing, no transposes). Our head classes
+# carry HF's class names (BertForMaskedLM, BertForSequenceClassification,
+# BertForTokenClassification), which is how `to_hf_model` picks the HF class.
+
+_BERT_LAYER_NAMES = (("attn.q_proj", "attention.self.query"), ("attn.k_proj", "attention.self.key"),
+                     ("attn.v_proj", "attention.self.value"), ("attn.out_proj", "attention.output.dense"),
+                     ("attn_norm", "attention.output.LayerNorm"), ("mlp.in_proj", "intermediate.dense"),
+                     ("mlp.out_proj", "output.dense"), ("mlp_norm", "output.LayerNorm"))
+_BERT_NAMES = (("tok_embeddings", "bert.embeddings.word_embeddings"),
+               ("pos_embeddings", "bert.embeddings.position_embeddings"),
+               ("type_embeddings", "bert.embeddings.token_type_embeddings"),
+               ("embed_norm", "bert.embeddings.LayerNorm"), ("pooler", "bert.pooler.dense"),
+               ("head_dense", "cls.predictions.transform.dense"),
+               ("head_norm", "cls.predictions.transform.LayerNorm"),
+               ("output.weight", "cls.predictions.decoder.weight"), ("output.bias", "cls.predictions.bias"),
+               ("classifier", "classifier"))
+# HF BertForMaskedLM lists its output bias twice (the decoder's bias is the same tensor).
+_BERT_HF_ALIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+
+
+def _bert_hf_key(key: str) -> str:
+    """HF's name of one of our BERT state-dict keys."""
+    if key.startswith("layers."):
+        _, index, rest = key.split(".", 2)
+        for ours, hf in _BERT_LAYER_NAMES:
+            if rest.startswith(ours + "."):
+                return f"bert.encoder.layer.{index}.{hf}{rest[len(ours):]}"
+    for ours, hf in _BERT_NAMES:
+        if key == ours or key.startswith(ours + "."):
+            return hf + key[len(ours):]
+    raise KeyError(f"no HF name for BERT key '{key}'")
+
+
+def _bert_classes() -> dict[str, type]:
+    from lmforge.models import bert
+
+    return {cls.__name__: cls for cls in (bert.BertForMaskedLM, bert.BertForSequenceClassification,
+                                          bert.BertForTokenClassification)}
+
+
+def _bert_to_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {_bert_hf_key(key): tensor for key, tensor in state_dict.items()}
+    for alias, key in _BERT_HF_ALIASES.items():
+        if key in out:
+            out[alias] = out[key]
+    return out
+
+
+def _bert_from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig,
+                             model_class: str = "BertForMaskedLM") -> dict[str, torch.Tensor]:
+    """HF BERT weights -> ours for `model_class`. HF tensors our model lacks (the pooler and
+    next-sentence head of a pretraining checkpoint, buffers) are left out; a missing one raises."""
+    with torch.device("meta"):
+        our_keys = list(_bert_classes()[model_class](cfg).state_dict())
+    out: dict[str, torch.Tensor] = {}
+    for key in our_keys:
+        hf_key = _bert_hf_key(key)
+        if hf_key in hf_state_dict:
+            out[key] = hf_state_dict[hf_key]
+        elif key == "output.weight" and cfg.tie_embeddings:
+            out[key] = hf_state_dict["bert.embeddings.word_embeddings.weight"]
+        else:
+            raise ConfigError(f"HF state dict has no '{hf_key}': the HF model does not match the bert config "
+                              f"({model_class}: layers, token types, head)")
+    return out
+
+
+def _bert_hf_config(cfg: ModelConfig, tokens: dict[str, int | None]) -> Any:
+    transformers = _import_transformers()
+    if not cfg.bias or cfg.type_vocab_size <= 0:
+        raise ConfigError("HF BERT has biases and token-type embeddings: set model.bias true and "
+                          "model.type_vocab_size >= 1")
+    extra = {"num_labels": cfg.num_labels} if cfg.num_labels > 0 else {}
+    return transformers.BertConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.hidden_dim, hidden_act="gelu",
+        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+        max_position_embeddings=cfg.max_seq_len, type_vocab_size=cfg.type_vocab_size,
+        initializer_range=cfg.init_std, layer_norm_eps=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
+        **{k: v for k, v in tokens.items() if v is not None}, **extra)
+
+
+def _bert_config_from_hf(config: Any) -> ModelConfig:
+    """Our config for an HF BertConfig (absolute positions, exact GELU, encoder only). The
+    classification width (`num_labels`) is left 0: HF sets it even on MLM configs, so
+    `from_hf_model` fills it for the classification heads only."""
+    if config.hidden_act != "gelu":
+        raise ConfigError(f"HF BERT activation '{config.hidden_act}' is not supported (exact GELU only)")
+    if getattr(config, "position_embedding_type", "absolute") != "absolute" or getattr(config, "is_decoder", False):
+        raise ConfigError("HF BERT with relative positions or as a decoder is not supported")
+    return resolve_model_config(ModelConfig(
+        family="bert", vocab_size=config.vocab_size, max_seq_len=config.max_position_embeddings,
+        dim=config.hidden_size, num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads,
+        hidden_dim=config.intermediate_size, norm_eps=config.layer_norm_eps, bias=True,
+        tie_embeddings=config.tie_word_embeddings, type_vocab_size=config.type_vocab_size,
+        dropout=0.0, init_std=config.initializer_range))
+
+
+def _bert_to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
+    transformers = _import_transformers()
+    hf_model = getattr(transformers, type(model).__name__)(_bert_hf_config(model.config, token_ids))
+    state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    hf_model.load_state_dict(_bert_to_hf_state_dict(state_dict), strict=True)
+    return hf_model.eval()
+
+
+def _bert_from_hf_model(hf_model: Any) -> torch.nn.Module:
+    import dataclasses
+
+    name = type(hf_model).__name__
+    classes = _bert_classes()
+    if name not in classes:
+        raise ConfigError(f"HF class {name} is not supported: use one of {', '.join(classes)}")
+    cfg = _bert_config_from_hf(hf_model.config)
+    if name != "BertForMaskedLM":
+        cfg = dataclasses.replace(cfg, num_labels=hf_model.config.num_labels)
+    model = classes[name](cfg)
+    model.load_state_dict(_bert_from_hf_state_dict(hf_model.state_dict(), cfg, name), strict=True)
     return model

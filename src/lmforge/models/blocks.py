@@ -26,8 +26,13 @@ class BlockSpec:
     """Which block variants a family uses; a family file is one of these."""
 
     norm: Literal["layernorm", "rmsnorm"]
-    mlp: Literal["gelu", "swiglu"]
+    mlp: Literal["gelu_tanh", "gelu", "swiglu"]  # gelu_tanh: GPT-2's approximation; gelu: exact (erf)
     positions: Literal["learned", "rope"]
+    # sequential: x + attn(norm(x)), then + mlp(norm(.)); parallel: x + attn(norm(x)) + mlp(norm(x))
+    # with one shared norm (GPT-J, PaLM sec. 2, Falcon).
+    residual: Literal["sequential", "parallel"] = "sequential"
+    # None: norms have a bias exactly when the linears do (config `bias`); Falcon's always have one.
+    norm_bias: Optional[bool] = None
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
@@ -76,7 +81,8 @@ def apply_rope(x_BTNK: torch.Tensor, cos_T1K: torch.Tensor, signed_sin_T1K: torc
 
 
 class Attention(nn.Module):
-    """Causal self-attention with multi-head, grouped-query or multi-query heads.
+    """Causal (or, with `causal=False`, bidirectional) self-attention with multi-head,
+    grouped-query or multi-query heads; an optional `key_padding_mask_BS` hides padded keys.
 
     num_kv_heads == num_heads is MHA (Vaswani et al. 2017), 1 is MQA (Shazeer 2019), anything
     between is GQA (Ainslie et al. 2023). The score kernel is `scaled_dot_product_attention`
@@ -90,14 +96,24 @@ class Attention(nn.Module):
     With a KV cache, the new keys/values are written at `start_pos` and attention runs over
     all cached positions: a prefill from position 0 is plain causal attention, a single new
     token attends to everything, and a multi-token chunk after a prefix gets an explicit mask.
+
+    `sliding_window` W > 0 (Longformer, Beltagy et al. 2020; Mistral, Jiang et al. 2023): the
+    query at position t attends only to keys in (t-W, t]. While every query can still see all
+    earlier keys (at most W positions in all) the `is_causal` fast path runs unchanged; past
+    that, an explicit boolean mask. The KV cache stays preallocated to its full length: keys
+    older than the window are masked, not evicted (Mistral's rolling buffer would save memory
+    on long generations, at the cost of a position-dependent cache layout).
     """
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, bias: bool, dropout: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, bias: bool, dropout: float,
+                 sliding_window: int = 0, causal: bool = True):
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
+        self.sliding_window = sliding_window
+        self.causal = causal  # False: bidirectional (BERT encoder), every query sees every key
         self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=bias)
@@ -105,7 +121,8 @@ class Attention(nn.Module):
 
     def forward(self, x_BTD: torch.Tensor, rope: Optional[Rope] = None,
                 cache_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                start_pos: int = 0) -> torch.Tensor:
+                start_pos: int = 0, key_padding_mask_BS: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`key_padding_mask_BS` (bool or 0/1, True/1 = a real key): padded keys get no attention."""
         B, T, _ = x_BTD.shape
         H, G, K = self.num_heads, self.num_kv_heads, self.head_dim
         q_BTHK = self.q_proj(x_BTD).view(B, T, H, K)
@@ -115,18 +132,26 @@ class Attention(nn.Module):
             q_BTHK, k_BTGK = apply_rope(q_BTHK, *rope), apply_rope(k_BTGK, *rope)
         q_BHTK, k_BGSK, v_BGSK = q_BTHK.transpose(1, 2), k_BTGK.transpose(1, 2), v_BTGK.transpose(1, 2)
 
-        mask_TS = None
-        is_causal = T > 1
+        end_pos = start_pos + T
         if cache_kv is not None:
-            end_pos = start_pos + T
             k_cache_BGSK, v_cache_BGSK = cache_kv
             k_cache_BGSK[:, :, start_pos:end_pos] = k_BGSK
             v_cache_BGSK[:, :, start_pos:end_pos] = v_BGSK
             k_BGSK, v_BGSK = k_cache_BGSK[:, :, :end_pos], v_cache_BGSK[:, :, :end_pos]
-            if start_pos > 0 and T > 1:
-                # SDPA's is_causal aligns the mask top-left; after a prefix it must be bottom-right.
-                mask_TS = torch.ones(T, end_pos, dtype=torch.bool, device=x_BTD.device).tril(start_pos)
+
+        mask_TS = None
+        is_causal = self.causal and T > 1
+        window_reached = 0 < self.sliding_window < end_pos
+        # SDPA's is_causal aligns the mask top-left; after a prefix it must be bottom-right.
+        if self.causal and (window_reached or (start_pos > 0 and T > 1)):
+            mask_TS = attention_mask(start_pos, T, self.sliding_window, x_BTD.device)
+            is_causal = False
+        if key_padding_mask_BS is not None:  # SDPA takes a mask or is_causal, not both
+            if is_causal:
+                mask_TS = attention_mask(start_pos, T, self.sliding_window, x_BTD.device)
                 is_causal = False
+            keep_B11S = key_padding_mask_BS.bool()[:, None, None, :]
+            mask_TS = keep_B11S if mask_TS is None else mask_TS & keep_B11S
 
         y_BHTK = F.scaled_dot_product_attention(
             q_BHTK, k_BGSK, v_BGSK, attn_mask=mask_TS, is_causal=is_causal,
@@ -134,19 +159,35 @@ class Attention(nn.Module):
         return self.out_proj(y_BHTK.transpose(1, 2).reshape(B, T, H * K))
 
 
+def attention_mask(start_pos: int, num_queries: int, sliding_window: int,
+                   device: Optional[torch.device] = None) -> torch.Tensor:
+    """Boolean mask_TS (True = attend) for queries at positions [start_pos, start_pos + T) over
+    keys at [0, start_pos + T): causal (key <= query) and, when `sliding_window` W > 0, within
+    the window (query - key < W, i.e. keys in (t-W, t] as in Mistral)."""
+    query_pos_T1 = torch.arange(start_pos, start_pos + num_queries, device=device).unsqueeze(1)
+    key_pos_1S = torch.arange(start_pos + num_queries, device=device).unsqueeze(0)
+    distance_TS = query_pos_T1 - key_pos_1S
+    mask_TS = distance_TS >= 0
+    if sliding_window > 0:
+        mask_TS &= distance_TS < sliding_window
+    return mask_TS
+
+
 # --------------------------------------------------------------------------- MLPs
 
 
 class GeluMLP(nn.Module):
-    """Two-layer MLP with tanh-approximated GELU (Hendrycks & Gimpel 2016), as in GPT-2."""
+    """Two-layer MLP with GELU (Hendrycks & Gimpel 2016): the tanh approximation for GPT-2,
+    the exact erf form for Falcon."""
 
-    def __init__(self, dim: int, hidden_dim: int, bias: bool):
+    def __init__(self, dim: int, hidden_dim: int, bias: bool, approximate: Literal["tanh", "none"] = "tanh"):
         super().__init__()
         self.in_proj = nn.Linear(dim, hidden_dim, bias=bias)
         self.out_proj = nn.Linear(hidden_dim, dim, bias=bias)
+        self.approximate = approximate
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(F.gelu(self.in_proj(x_BTD), approximate="tanh"))
+        return self.out_proj(F.gelu(self.in_proj(x_BTD), approximate=self.approximate))
 
 
 class SwiGLUMLP(nn.Module):
@@ -167,28 +208,40 @@ class SwiGLUMLP(nn.Module):
 
 
 def make_mlp(kind: str, dim: int, hidden_dim: int, bias: bool) -> nn.Module:
-    return GeluMLP(dim, hidden_dim, bias) if kind == "gelu" else SwiGLUMLP(dim, hidden_dim, bias)
+    if kind == "swiglu":
+        return SwiGLUMLP(dim, hidden_dim, bias)
+    return GeluMLP(dim, hidden_dim, bias, approximate="tanh" if kind == "gelu_tanh" else "none")
 
 
 # --------------------------------------------------------------------------- block
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm residual block (GPT-2, Llama): x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block, wired one of two ways (`spec.residual`):
+
+    sequential (GPT-2, Llama, Mistral): x + attn(norm(x)), then x + mlp(mlp_norm(x)).
+    parallel (GPT-J; PaLM, Chowdhery et al. 2022, sec. 2; Falcon, Almazrouei et al. 2023):
+    x + attn(norm(x)) + mlp(norm(x)), one shared norm, so the two branches can run at once.
+    """
 
     def __init__(self, spec: BlockSpec, dim: int, num_heads: int, num_kv_heads: int, hidden_dim: int,
-                 norm_eps: float, bias: bool, dropout: float):
+                 norm_eps: float, bias: bool, dropout: float, sliding_window: int = 0):
         super().__init__()
-        self.attn_norm = make_norm(spec.norm, dim, norm_eps, bias)
-        self.attn = Attention(dim, num_heads, num_kv_heads, bias, dropout)
-        self.mlp_norm = make_norm(spec.norm, dim, norm_eps, bias)
+        norm_bias = bias if spec.norm_bias is None else spec.norm_bias
+        self.attn_norm = make_norm(spec.norm, dim, norm_eps, norm_bias)
+        self.attn = Attention(dim, num_heads, num_kv_heads, bias, dropout, sliding_window)
+        self.mlp_norm = make_norm(spec.norm, dim, norm_eps, norm_bias) if spec.residual == "sequential" else None
         self.mlp = make_mlp(spec.mlp, dim, hidden_dim, bias)
         self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x_BTD: torch.Tensor, rope: Optional[Rope] = None,
                 cache_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
                 start_pos: int = 0) -> torch.Tensor:
-        x_BTD = x_BTD + self.resid_dropout(self.attn(self.attn_norm(x_BTD), rope, cache_kv, start_pos))
+        h_BTD = self.attn_norm(x_BTD)
+        attn_BTD = self.attn(h_BTD, rope, cache_kv, start_pos)
+        if self.mlp_norm is None:  # parallel: one dropout on the branch sum, as HF Falcon does
+            return x_BTD + self.resid_dropout(attn_BTD + self.mlp(h_BTD))
+        x_BTD = x_BTD + self.resid_dropout(attn_BTD)
         return x_BTD + self.resid_dropout(self.mlp(self.mlp_norm(x_BTD)))
 
 
@@ -196,3 +249,27 @@ def residual_init_std(init_std: float, num_layers: int) -> float:
     """GPT-2 (Radford et al. 2019, sec. 2.3): scale residual output projections by 1/sqrt(2L),
     one factor per residual addition (attention and MLP), so the stream's variance stays O(1)."""
     return init_std / math.sqrt(2 * num_layers)
+
+
+class PostNormBlock(nn.Module):
+    """Post-norm encoder block of the original Transformer (Vaswani et al. 2017) and BERT
+    (Devlin et al. 2019): x = norm(x + attn(x)), then x = norm(x + mlp(x)).
+
+    Attention is bidirectional (no causal mask); `key_padding_mask_BS` (1 = real token) keeps
+    padded keys out of every query's softmax. The norm names match `TransformerBlock`'s, so
+    weight mappings read alike; here `attn_norm` follows the attention branch, not precedes it.
+    """
+
+    def __init__(self, spec: BlockSpec, dim: int, num_heads: int, hidden_dim: int, norm_eps: float,
+                 bias: bool, dropout: float):
+        super().__init__()
+        norm_bias = bias if spec.norm_bias is None else spec.norm_bias
+        self.attn = Attention(dim, num_heads, num_heads, bias, dropout, causal=False)
+        self.attn_norm = make_norm(spec.norm, dim, norm_eps, norm_bias)
+        self.mlp = make_mlp(spec.mlp, dim, hidden_dim, bias)
+        self.mlp_norm = make_norm(spec.norm, dim, norm_eps, norm_bias)
+        self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x_BTD: torch.Tensor, key_padding_mask_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x_BTD = self.attn_norm(x_BTD + self.resid_dropout(self.attn(x_BTD, key_padding_mask_BS=key_padding_mask_BT)))
+        return self.mlp_norm(x_BTD + self.resid_dropout(self.mlp(x_BTD)))

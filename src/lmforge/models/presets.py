@@ -11,14 +11,18 @@ from typing import Any, Iterable, Optional
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models import gpt2, llama
+from lmforge.models import bert, falcon, gpt2, llama, mistral
 from lmforge.models.blocks import BlockSpec
 
 # Each family is a choice of blocks (see the family files).
-FAMILIES: dict[str, BlockSpec] = {"gpt2": gpt2.BLOCKS, "llama": llama.BLOCKS}
+FAMILIES: dict[str, BlockSpec] = {"gpt2": gpt2.BLOCKS, "llama": llama.BLOCKS, "mistral": mistral.BLOCKS,
+                                  "falcon": falcon.BLOCKS, "bert": bert.BLOCKS}
 
 _GPT2 = {"family": "gpt2", "bias": True, "tie_embeddings": True, "norm_eps": 1e-5}
 _LLAMA = {"family": "llama", "bias": False, "norm_eps": 1e-5}
+_MISTRAL = {"family": "mistral", "bias": False, "norm_eps": 1e-5, "tie_embeddings": False}
+_FALCON = {"family": "falcon", "bias": False, "norm_eps": 1e-5, "num_kv_heads": 1, "tie_embeddings": True}
+_BERT = {"family": "bert", "bias": True, "norm_eps": 1e-12, "tie_embeddings": True, "type_vocab_size": 2}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tiny models for tests: a forward+backward takes milliseconds.
@@ -26,11 +30,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "num_heads": 4},
     "llama-tiny": {**_LLAMA, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2,
                    "num_heads": 4, "num_kv_heads": 2, "tie_embeddings": False},
+    "mistral-tiny": {**_MISTRAL, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2,
+                     "num_heads": 4, "num_kv_heads": 2, "sliding_window": 8},
+    "falcon-tiny": {**_FALCON, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2,
+                    "num_heads": 4},
     # Sized to train in ~5 minutes on 2 CPU cores (about 3M non-embedding parameters,
     # ~25 MFLOP/token at seq 256); vocab_size comes from the tokenizer.
     "llama-quickstart": {**_LLAMA, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 8,
                          "num_kv_heads": 4, "multiple_of": 64, "tie_embeddings": True},
     "gpt2-quickstart": {**_GPT2, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 8},
+    # The window is half the context so that training exercises it.
+    "mistral-quickstart": {**_MISTRAL, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 8,
+                           "num_kv_heads": 4, "multiple_of": 64, "sliding_window": 128, "tie_embeddings": True},
+    "falcon-quickstart": {**_FALCON, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 8},
     # GPT-2 small and medium (Radford et al. 2019): 124,439,808 and 354,823,168 parameters.
     "gpt2-124m": {**_GPT2, "vocab_size": 50257, "max_seq_len": 1024, "dim": 768, "num_layers": 12,
                   "num_heads": 12},
@@ -44,6 +56,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "llama-1b": {**_LLAMA, "vocab_size": 128256, "max_seq_len": 8192, "dim": 2048, "num_layers": 16,
                  "num_heads": 32, "num_kv_heads": 8, "hidden_dim": 8192, "rope_theta": 500000.0,
                  "tie_embeddings": True},
+    # Mistral 7B v0.1 (7,241,732,096 parameters): 4096-token window, 32k positions.
+    "mistral-7b": {**_MISTRAL, "vocab_size": 32000, "max_seq_len": 32768, "dim": 4096, "num_layers": 32,
+                   "num_heads": 32, "num_kv_heads": 8, "hidden_dim": 14336, "sliding_window": 4096},
+    # Falcon-7B (6,921,720,704 parameters): 71 query heads of width 64 and one key/value head.
+    "falcon-7b": {**_FALCON, "vocab_size": 65024, "max_seq_len": 2048, "dim": 4544, "num_layers": 32,
+                  "num_heads": 71},
+    # BERT (Devlin et al. 2019): a tiny encoder for tests, a CPU-sized one (vocab from the
+    # tokenizer), and BERT-base (110M: 109,482,240 parameters with the pooler, as HF BertModel).
+    "bert-tiny": {**_BERT, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2, "num_heads": 4},
+    "bert-quickstart": {**_BERT, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 4},
+    "bert-base": {**_BERT, "vocab_size": 30522, "max_seq_len": 512, "dim": 768, "num_layers": 12,
+                  "num_heads": 12},
 }
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -83,7 +107,7 @@ def resolve_model_config(cfg: ModelConfig, explicit_fields: Optional[Iterable[st
 
 
 def _default_hidden_dim(mlp: str, dim: int, multiple_of: int) -> int:
-    if mlp == "gelu":
+    if mlp != "swiglu":
         return 4 * dim
     hidden = int(8 * dim / 3)
     return multiple_of * -(-hidden // multiple_of)
@@ -104,6 +128,11 @@ def _validate(cfg: ModelConfig) -> None:
     if FAMILIES[cfg.family].positions == "rope" and (cfg.dim // cfg.num_heads) % 2:
         raise ConfigError(f"RoPE needs an even head width: model.dim / model.num_heads = "
                           f"{cfg.dim // cfg.num_heads}; change dim or num_heads")
+    if cfg.family == "bert" and (cfg.num_kv_heads != cfg.num_heads or cfg.sliding_window):
+        raise ConfigError("model.family bert has multi-head full attention: leave model.num_kv_heads "
+                          "and model.sliding_window at 0")
+    if cfg.sliding_window < 0:
+        raise ConfigError(f"model.sliding_window must be 0 (off) or a positive window, got {cfg.sliding_window}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.norm_eps <= 0 or cfg.init_std <= 0 or cfg.rope_theta <= 0:

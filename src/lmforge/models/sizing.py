@@ -9,13 +9,16 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.models.presets import PRESETS, resolve_model_config
+from lmforge.models.bert import BertForMaskedLM
 from lmforge.models.transformer import Transformer
 
 
-def _meta_model(cfg: ModelConfig) -> Transformer:
-    """The model with shapes only (no memory), so counting llama-1b costs nothing."""
+def _meta_model(cfg: ModelConfig) -> nn.Module:
+    """The model with shapes only (no memory), so counting llama-1b costs nothing. Family bert:
+    the masked-LM model `build_model` makes (encoder + MLM head, no pooler)."""
+    cfg = resolve_model_config(cfg)
     with torch.device("meta"):
-        return Transformer(cfg)
+        return BertForMaskedLM(cfg) if cfg.family == "bert" else Transformer(cfg)
 
 
 def count_parameters(model_or_cfg: Union[nn.Module, ModelConfig], include_embeddings: bool = True) -> int:
@@ -43,6 +46,10 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     tables, which are lookups, plus the output projection even when it is tied to the token
     embedding (its D·V matmul is real work, often the biggest one in a small model; torchtitan
     and nanoGPT count it too).
+
+    Family bert: N is the encoder plus the MLM head (its dense layer and the tied decoder, run
+    at every position as we do). The attention term is the same 12·L·H·Q·T: a bidirectional
+    encoder computes every one of the T×T scores, so there it is exact, not a causal overcount.
     """
     cfg = resolve_model_config(cfg)
     num_matmul_params = count_parameters(cfg, include_embeddings=False)

@@ -21,7 +21,9 @@ class KVCache:
     """Keys and values of every layer for positions [0, length), preallocated to `max_len`.
 
     The model writes the keys/values of the positions it is given at `length` and then advances
-    `length`, so a caller only ever passes the new tokens.
+    `length`, so a caller only ever passes the new tokens. With sliding-window attention the
+    cache still holds every position (keys older than the window are masked, not dropped):
+    simple and exact, at the memory cost of the full length.
     """
 
     def __init__(self, num_layers: int, batch_size: int, num_kv_heads: int, max_len: int, head_dim: int,
@@ -43,7 +45,8 @@ class KVCache:
 
 
 class Transformer(nn.Module):
-    """Token embedding (+ learned positions for GPT-2), pre-norm blocks, final norm, output head.
+    """Token embedding (+ learned positions for GPT-2), pre-norm blocks (sequential or parallel
+    residual), final norm, output head.
 
     `forward(input_ids_BT, kv_cache=None) -> logits_BTV`. With a cache, `input_ids_BT` are the
     tokens after the `kv_cache.length` already cached ones.
@@ -59,9 +62,10 @@ class Transformer(nn.Module):
         self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.layers = nn.ModuleList(
             TransformerBlock(spec, cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.hidden_dim, cfg.norm_eps,
-                             cfg.bias, cfg.dropout)
+                             cfg.bias, cfg.dropout, cfg.sliding_window)
             for _ in range(cfg.num_layers))
-        self.norm = make_norm(spec.norm, cfg.dim, cfg.norm_eps, cfg.bias)
+        norm_bias = cfg.bias if spec.norm_bias is None else spec.norm_bias
+        self.norm = make_norm(spec.norm, cfg.dim, cfg.norm_eps, norm_bias)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             # Press & Wolf 2017: one matrix embeds and un-embeds; GPT-2 and small Llamas do this.

@@ -1,0 +1,291 @@
+"""`lmforge convert`: lmforge checkpoint <-> HF-format directory (config.json + safetensors + tokenizer).
+
+- ``export_hf(checkpoint, out_dir)`` writes what ``transformers.AutoModelForCausalLM`` and
+  ``AutoTokenizer.from_pretrained(out_dir)`` load: config.json, generation_config.json,
+  model.safetensors (written by ``save_pretrained``, so tied weights and naming are exactly
+  what HF expects), tokenizer.json, tokenizer_config.json and special_tokens_map.json.
+  Only tokenizers backed by HF ``tokenizers`` (byte_bpe, wordpiece, word, char) export;
+  SentencePiece kinds raise ConfigError (their HF classes handle whitespace differently
+  from our settings, so ids would not match).
+- ``import_hf(hf_dir, out_dir)`` reads config.json and model.safetensors (single file or
+  sharded with model.safetensors.index.json), checks every tensor's name and shape, and
+  writes a checkpoint in our layout without ``trainer_state.pt`` (``load_checkpoint``,
+  ``evaluate`` and ``generate`` accept it). Our tokenizer format needs the five lmforge
+  special tokens (``<s> <pad> </s> <unk> <mask>``), so the HF ``tokenizer.json`` is used
+  only if it has all five (an lmforge export does); otherwise pass ``tokenizer_dir`` with an
+  lmforge tokenizer for the model's vocabulary. A checkpoint never lacks a tokenizer.
+
+Both directions go through ``lmforge.interop.hf`` (config conversion and the weight mapping),
+so a family added there converts here without changes. Output is assembled in a temporary
+sibling directory and renamed into place: a failure leaves no output directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import torch
+
+from lmforge.errors import CheckpointError, ConfigError, LmforgeError, TokenizerError
+from lmforge.interop import hf
+from lmforge.train import checkpoint as ckpt
+
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
+HF_INDEX = "model.safetensors.index.json"
+HF_TOKENIZER = "tokenizer.json"
+# Buffers older transformers versions stored next to the weights; they carry no parameters.
+_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+
+# --------------------------------------------------------------------------- output directory
+
+
+@contextmanager
+def _atomic_output(out_dir: str | Path, overwrite: bool, source: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out_dir``; on success it replaces ``out_dir``."""
+    final = Path(out_dir)
+    if not str(out_dir):
+        raise ConfigError("no output directory given: set out_dir (--out_dir)")
+    if final.exists():
+        if not final.is_dir():
+            raise ConfigError(f"output '{final}' exists and is not a directory: choose another out_dir")
+        if any(final.iterdir()) and not overwrite:
+            raise ConfigError(f"output directory '{final}' is not empty: choose another out_dir "
+                              "or set overwrite (--overwrite true)")
+        resolved, src = final.resolve(), source.resolve()
+        if resolved == src or resolved in src.parents:
+            raise ConfigError(f"output directory '{final}' holds the source '{source}': choose another out_dir")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    tmp = final.parent / f".tmp-{final.name}-{stamp}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():  # empty, or overwrite was asked for: move it aside, then drop it
+            old = final.parent / f".old-{final.name}-{stamp}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _import_transformers() -> Any:
+    return hf._import_transformers()
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _tokenizer_files(tokenizer: Any, ckpt_dir: Path, out: Path, max_seq_len: int) -> None:
+    """tokenizer.json (copied byte for byte) plus the two small files AutoTokenizer reads."""
+    if tokenizer.native_file != HF_TOKENIZER:
+        raise ConfigError(f"checkpoint '{ckpt_dir}' has a {tokenizer.kind} (SentencePiece) tokenizer: only "
+                          "byte_bpe, wordpiece, word and char tokenizers export to HF format for now")
+    shutil.copyfile(ckpt_dir / ckpt.TOKENIZER_DIR / HF_TOKENIZER, out / HF_TOKENIZER)
+    special = {f"{role}_token": token for role, token in tokenizer.special_tokens.items()}
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "model_max_length": max_seq_len,
+        # Our decoders already produce the text; HF's cleanup would glue " ." into ".".
+        "clean_up_tokenization_spaces": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+
+
+def export_hf(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write our checkpoint (or a run directory's newest one) as an HF-format directory.
+
+    The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` (no missing or
+    unexpected keys) and ``AutoTokenizer.from_pretrained(out_dir)``; weights are fp32.
+    """
+    transformers = _import_transformers()
+    model, tokenizer, ckpt_dir = ckpt.load_checkpoint(checkpoint)
+    cfg = model.config
+    with _atomic_output(out_dir, overwrite, ckpt_dir) as tmp:
+        _tokenizer_files(tokenizer, ckpt_dir, tmp, cfg.max_seq_len)  # fails fast for SentencePiece kinds
+        config = hf.hf_config(cfg, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+        # from_config + save_pretrained: HF decides the file names, drops the tied lm_head and
+        # writes generation_config.json, so whatever a family needs is right by construction.
+        hf_model = transformers.AutoModelForCausalLM.from_config(config)
+        state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+        hf_model.load_state_dict(hf.to_hf_state_dict(state_dict, cfg), strict=True)
+        hf_model.save_pretrained(str(tmp), safe_serialization=True)
+    return Path(out_dir)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _read_hf_config(hf_dir: Path) -> Any:
+    """The `transformers` config of ``hf_dir`` (its model_type must be one `interop.hf` converts)."""
+    transformers = _import_transformers()
+    try:
+        raw = json.loads((hf_dir / HF_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"'{hf_dir / HF_CONFIG}' is unreadable ({err}): pass an HF checkpoint directory") from None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if not isinstance(model_type, str) or not model_type:
+        raise CheckpointError(f"'{hf_dir / HF_CONFIG}' has no model_type: pass an HF model directory")
+    if model_type not in transformers.CONFIG_MAPPING:
+        # Ask interop.hf for its own "not supported, use ..." message, so the list it names stays current.
+        try:
+            hf.model_config_from_hf(SimpleNamespace(model_type=model_type))
+        except ConfigError as err:
+            raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
+        raise ConfigError(f"cannot import '{hf_dir}': HF model type '{model_type}' is not supported")
+    try:
+        return transformers.CONFIG_MAPPING[model_type].from_dict(raw)
+    except Exception as err:  # transformers validates configs with several exception types
+        raise ConfigError(f"cannot import '{hf_dir}': its {HF_CONFIG} is invalid ({type(err).__name__}: {err})") from None
+
+
+def _weight_files(hf_dir: Path) -> list[Path]:
+    index = hf_dir / HF_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"'{index}' is unreadable ({type(err).__name__}: {err}): "
+                                  "re-save the HF model") from None
+        missing = [name for name in names if not (hf_dir / name).is_file()]
+        if missing:
+            raise CheckpointError(f"'{hf_dir}' is missing weight shards {', '.join(missing[:3])}: copy the whole directory")
+        return [hf_dir / name for name in names]
+    if (hf_dir / HF_WEIGHTS).is_file():
+        return [hf_dir / HF_WEIGHTS]
+    raise CheckpointError(f"not an HF checkpoint directory: '{hf_dir}' has no {HF_WEIGHTS} or {HF_INDEX} "
+                          "(only safetensors weights are read; re-save with safe_serialization=True)")
+
+
+def _load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            tensors.update(load_file(str(path), device="cpu"))
+        except Exception as err:  # safetensors raises several types for truncated/corrupt files
+            raise CheckpointError(f"'{path}' is unreadable ({type(err).__name__}: {err}): "
+                                  "the file is truncated or corrupt; copy it again") from None
+    return tensors
+
+
+def _check_tensors(hf_state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], tied: bool,
+                   hf_dir: Path) -> None:
+    """Every tensor the config implies is present with its shape; nothing else is (buffers aside)."""
+    optional = {"lm_head.weight"} if tied else set()
+    missing = [k for k in expected if k not in hf_state and k not in optional]
+    if missing:
+        raise CheckpointError(f"'{hf_dir}' lacks {len(missing)} tensor(s) its {HF_CONFIG} implies "
+                              f"(first: {', '.join(missing[:3])}): the weights do not match the config")
+    unexpected = [k for k in hf_state if k not in expected and not k.endswith(_IGNORED_SUFFIXES)]
+    if unexpected:
+        raise CheckpointError(f"'{hf_dir}' has {len(unexpected)} tensor(s) its {HF_CONFIG} does not describe "
+                              f"(first: {', '.join(sorted(unexpected)[:3])}): the weights do not match the config")
+    for key, tensor in expected.items():
+        if key in hf_state and tuple(hf_state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"'{hf_dir}': tensor '{key}' has shape {tuple(hf_state[key].shape)}, "
+                                  f"the config implies {tuple(tensor.shape)}")
+
+
+def _infer_kind(tokenizer_json: dict[str, Any]) -> str:
+    """Our tokenizer kind for an HF tokenizer.json (only the fingerprint depends on it)."""
+    model_type = (tokenizer_json.get("model") or {}).get("type")
+    pre = json.dumps(tokenizer_json.get("pre_tokenizer"))
+    if model_type == "BPE":
+        return "byte_bpe"
+    if model_type == "WordPiece":
+        return "wordpiece"
+    if model_type == "WordLevel":
+        return "char" if '"Split"' in pre else "word"
+    raise TokenizerError(f"HF tokenizer model '{model_type}' has no lmforge kind (BPE, WordPiece, WordLevel)")
+
+
+def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Path) -> Any:
+    """Fill ``out`` with an lmforge tokenizer: ``tokenizer_dir`` if given, else the HF tokenizer.json."""
+    from tokenizers import Tokenizer as HFBackend
+
+    from lmforge.tokenize import SPECIAL_TOKENS, load_tokenizer
+    from lmforge.tokenize.hf import HFTokenizer
+
+    if tokenizer_dir:
+        tokenizer = load_tokenizer(tokenizer_dir)
+        shutil.copytree(tokenizer_dir, out)
+        return tokenizer
+    path = hf_dir / HF_TOKENIZER
+    if not path.is_file():
+        raise TokenizerError(f"'{hf_dir}' has no {HF_TOKENIZER}: pass tokenizer_dir (--tokenizer_dir) with an "
+                             "lmforge tokenizer for this model's vocabulary")
+    try:
+        backend = HFBackend.from_file(str(path))
+        kind = _infer_kind(json.loads(path.read_text(encoding="utf-8")))
+    except LmforgeError:
+        raise
+    except Exception as err:
+        raise TokenizerError(f"cannot load '{path}' ({err}): pass tokenizer_dir (--tokenizer_dir) instead") from None
+    absent = [tok for tok in SPECIAL_TOKENS.values() if backend.token_to_id(tok) is None]
+    if absent:
+        raise TokenizerError(f"'{path}' lacks the lmforge special tokens {' '.join(absent)} (lmforge needs "
+                             f"{' '.join(SPECIAL_TOKENS.values())}): pass tokenizer_dir (--tokenizer_dir) "
+                             "with an lmforge tokenizer for this model's vocabulary")
+    tokenizer = HFTokenizer(kind, backend)
+    tokenizer.save(out)
+    return tokenizer
+
+
+def import_hf(hf_dir: str | Path, out_dir: str | Path, overwrite: bool = False,
+              tokenizer_dir: Optional[str | Path] = None) -> Path:
+    """Write an HF-format directory (GPT-2, Llama, ... whatever `interop.hf` maps) as an lmforge
+    checkpoint directory (no trainer state: it can be evaluated, sampled, exported, fine-tuned)."""
+    from lmforge.models import build_model
+
+    hf_dir = Path(hf_dir)
+    if not (hf_dir / HF_CONFIG).is_file():
+        raise CheckpointError(f"not an HF checkpoint directory: '{hf_dir}' has no {HF_CONFIG}")
+    hf_cfg = _read_hf_config(hf_dir)
+    try:
+        cfg = hf.model_config_from_hf(hf_cfg)
+    except ConfigError as err:
+        raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
+    files = _weight_files(hf_dir)
+    with _atomic_output(out_dir, overwrite, hf_dir) as tmp:
+        tokenizer = _write_tokenizer(hf_dir, tokenizer_dir, tmp / ckpt.TOKENIZER_DIR)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                                  f"{cfg.vocab_size} embeddings: pass the tokenizer this model was trained with")
+        hf_state = _load_safetensors(files)
+        model = build_model(cfg)
+        expected = hf.to_hf_state_dict(model.state_dict(), cfg)
+        _check_tensors(hf_state, expected, cfg.tie_embeddings, hf_dir)
+        if cfg.tie_embeddings and "lm_head.weight" in hf_state:
+            embedding_key = next((k for k, v in expected.items()
+                                  if k != "lm_head.weight" and v.data_ptr() == expected["lm_head.weight"].data_ptr()),
+                                 None)
+            if embedding_key is not None and not torch.equal(hf_state["lm_head.weight"], hf_state[embedding_key]):
+                raise CheckpointError(f"'{hf_dir}' says tie_word_embeddings but its lm_head.weight differs from "
+                                      f"{embedding_key}: set tie_word_embeddings false in {HF_CONFIG}")
+        try:
+            ours = hf.from_hf_state_dict(hf_state, cfg)
+        except ConfigError as err:
+            raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
+        dtype = next(iter(ours.values())).dtype
+        model.to(dtype).load_state_dict(ours, strict=True)
+        ckpt.write_model_files(tmp, model, cfg, step=0,
+                               extra_config={"imported_from": {"hf_dir": str(hf_dir), "model_type": hf_cfg.model_type}})
+    return Path(out_dir)

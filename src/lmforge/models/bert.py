@@ -1,0 +1,143 @@
+"""BERT (Devlin et al. 2019, arXiv 1810.04805): a bidirectional post-norm encoder and its heads.
+
+Word + learned position + token-type embeddings, an embedding LayerNorm, post-norm blocks
+(`PostNormBlock`: x = LN(x + attn(x)), x = LN(x + mlp(x))) with exact-GELU MLPs and biases
+everywhere, no causal mask. `attention_mask_BT` (1 = real token, 0 = padding) keeps padded
+keys out of attention. The classes share one parameter layout (heads subclass the encoder),
+so an MLM checkpoint loads into a classifier with `load_state_dict(..., strict=False)`.
+
+Shape legend: B batch, T positions, D width (dim), V vocabulary, C classes (num_labels).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.errors import ConfigError
+from lmforge.models.blocks import BlockSpec, PostNormBlock, make_norm
+
+BLOCKS = BlockSpec(norm="layernorm", mlp="gelu", positions="learned")
+
+
+class BertModel(nn.Module):
+    """The encoder (and, with `add_pooler`, BERT's pooler: tanh(dense(h of the first token))).
+
+    `forward(input_ids_BT, attention_mask_BT=None, token_type_ids_BT=None) -> h_BTD`.
+    """
+
+    def __init__(self, cfg: ModelConfig, add_pooler: bool = True):
+        super().__init__()
+        from lmforge.models.presets import resolve_model_config  # presets imports this file
+
+        cfg = resolve_model_config(cfg)
+        self.config = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim)
+        self.type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(BLOCKS.norm, cfg.dim, cfg.norm_eps, cfg.bias)
+        self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.layers = nn.ModuleList(
+            PostNormBlock(BLOCKS, cfg.dim, cfg.num_heads, cfg.hidden_dim, cfg.norm_eps, cfg.bias, cfg.dropout)
+            for _ in range(cfg.num_layers))
+        self.pooler = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias) if add_pooler else None
+        self.init_weights()  # the heads below call it again once they exist
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """BERT's init: Normal(0, init_std) for every matrix and embedding (no depth scaling),
+        zero biases, unit LayerNorm gains."""
+        for name, param in self.named_parameters():
+            if param.dim() >= 2:
+                nn.init.normal_(param, 0.0, self.config.init_std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)
+            else:
+                nn.init.ones_(param)
+
+    def hidden_states(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
+                      token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The last layer's h_BTD. Token types default to 0 (one segment)."""
+        T = input_ids_BT.shape[1]
+        if T > self.config.max_seq_len:
+            raise ValueError(f"{T} positions requested but the model supports {self.config.max_seq_len}")
+        x_BTD = self.tok_embeddings(input_ids_BT) + self.pos_embeddings.weight[:T]
+        if self.type_embeddings is not None:
+            x_BTD = x_BTD + (self.type_embeddings(token_type_ids_BT) if token_type_ids_BT is not None
+                             else self.type_embeddings.weight[0])
+        x_BTD = self.embed_dropout(self.embed_norm(x_BTD))
+        for layer in self.layers:
+            x_BTD = layer(x_BTD, attention_mask_BT)
+        return x_BTD
+
+    def pooled(self, h_BTD: torch.Tensor) -> torch.Tensor:
+        """BERT's sentence vector h_BD: tanh(W h_first + b), the first token being <s>/[CLS]."""
+        return torch.tanh(self.pooler(h_BTD[:, 0]))
+
+    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+
+
+class BertForMaskedLM(BertModel):
+    """Encoder + BERT's MLM head: dense, GELU, LayerNorm, then the decoder (tied to the word
+    embeddings when `tie_embeddings`) with its own output bias. No pooler (no next-sentence
+    prediction: RoBERTa, Liu et al. 2019, found it unnecessary).
+
+    `forward(input_ids_BT, attention_mask_BT=None, token_type_ids_BT=None) -> logits_BTV`.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, add_pooler=False)
+        cfg = self.config
+        self.head_dense = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+        self.head_norm = make_norm(BLOCKS.norm, cfg.dim, cfg.norm_eps, cfg.bias)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=True)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.init_weights()
+
+    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+        return self.output(self.head_norm(F.gelu(self.head_dense(h_BTD))))
+
+
+def _classifier(cfg: ModelConfig) -> nn.Linear:
+    if cfg.num_labels <= 0:
+        raise ConfigError("a BERT classification head needs model.num_labels > 0 (the number of classes)")
+    return nn.Linear(cfg.dim, cfg.num_labels)
+
+
+class BertForSequenceClassification(BertModel):
+    """Pooler -> dropout -> linear (BERT sec. 4.1, GLUE). `forward(...) -> logits_BC`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, add_pooler=True)
+        self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
+        self.classifier = _classifier(self.config)
+        self.init_weights()
+
+    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+        return self.classifier(self.classifier_dropout(self.pooled(h_BTD)))
+
+
+class BertForTokenClassification(BertModel):
+    """Per-token dropout -> linear (BERT sec. 4.3, NER). `forward(...) -> logits_BTC`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, add_pooler=False)
+        self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
+        self.classifier = _classifier(self.config)
+        self.init_weights()
+
+    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+        return self.classifier(self.classifier_dropout(h_BTD))
