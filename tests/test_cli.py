@@ -102,3 +102,18 @@ def test_bad_utf8_file_is_named_or_skipped(capsys, tmp_path):
     assert code == 0 and "read 5 = kept 4 + skipped 1" in out
     stats = json.loads((tmp_path / "d" / "stats.json").read_text())
     assert stats["read"] == stats["kept"] + sum(stats["skipped"].values())
+
+
+def test_bert_checkpoint_evaluates_masked_tokens_and_refuses_to_generate(capsys, tiny_run, tmp_path):
+    run = tmp_path / "bert"
+    code, _out, _err = run_cli(capsys, "pretrain", "--model.preset", "bert-tiny", "--model.vocab_size", "0",
+                               "--model.max_seq_len", "32", "--train.shards_dir", tiny_run["shards"],
+                               "--train.tokenizer_dir", tiny_run["tokenizer"], "--train.run_dir", run,
+                               "--train.seq_len", "32", "--train.batch_size", "4", "--train.max_steps", "3",
+                               "--train.device", "cpu")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "evaluate", run, "--data", tiny_run["shards"], "--device", "cpu")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and 0.0 <= result["masked_accuracy"] <= 1.0 and result["masked_loss"] > 0
+    code, _out, err = run_cli(capsys, "generate", run, "--prompt", "x", "--device", "cpu")
+    assert code == 2 and "does not generate text" in err

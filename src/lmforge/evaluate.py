@@ -116,10 +116,21 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                         "directory from `lmforge encode` or a text/JSONL file")
     if data.is_dir():
         check_tokenizer_matches(data, tokenizer)
-        result = evaluate_shard(model, TokenShard(data, cfg.split), seq_len, cfg.batch_size, device,
-                                cfg.max_tokens)
+        shard = TokenShard(data, cfg.split)
+        tokens = shard.tokens[:cfg.max_tokens] if cfg.max_tokens else shard.tokens
     else:
+        shard = None
         tokens, num_bytes = _tokens_from_text_source(data, tokenizer)
+    if model.config.family == "bert":
+        # an encoder has no next-token likelihood: report its own objective, masked-token loss/accuracy
+        from lmforge.train.tasks import MaskedLMTask
+
+        metrics = MaskedLMTask(tokenizer).evaluate(model, tokens, seq_len, cfg.batch_size, device, "fp32")
+        result = {"masked_loss": metrics["val_loss"], "masked_accuracy": metrics["val_masked_accuracy"],
+                  "tokens": len(tokens)}
+    elif shard is not None:
+        result = evaluate_shard(model, shard, seq_len, cfg.batch_size, device, cfg.max_tokens)
+    else:
         nats, count = loss_on_stream(model, tokens, seq_len, cfg.batch_size, device)
         result = summarize(nats, count, num_bytes)
     result["checkpoint"] = str(ckpt_dir)
@@ -128,6 +139,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    return (f"loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
-            f"bits/byte {result['bits_per_byte']:.4f}  ({result['tokens']:,} tokens, "
-            f"{result['bytes']:,} bytes)\n" + json.dumps(result))
+    """One human line of the figures, then the JSON record."""
+    figures = "  ".join(f"{key.replace('_', ' ')} {value:.4f}" for key, value in result.items()
+                        if isinstance(value, float))
+    return f"{figures}  ({result['tokens']:,} tokens)\n" + json.dumps(result)

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import torch
 
 from lmforge.config import GenerateConfig
+from lmforge.errors import LmforgeError
 from lmforge.generate import generate
 
 
@@ -25,6 +26,9 @@ class TextSampler:
 
         self.device = resolve_device(device, World())
         self.model, self.tokenizer, self.checkpoint_dir = load_checkpoint(checkpoint, self.device)
+        if self.model.config.family == "bert":
+            raise LmforgeError(f"{self.checkpoint_dir} is a BERT encoder, which does not generate text: "
+                               "use lmforge.fill_mask.fill_mask to predict <mask> tokens")
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # Training documents each follow an eos token, so eos is the "start of document" context.
