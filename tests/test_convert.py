@@ -234,3 +234,21 @@ def test_sentencepiece_tokenizer_export_is_refused_cleanly(tiny_run, tmp_path):
     with pytest.raises(ConfigError, match="sp_bpe .*only byte_bpe, wordpiece, word and char tokenizers export"):
         export_hf(ckpt, tmp_path / "out")
     _no_leftovers(tmp_path / "out")
+
+
+def test_bert_exports_as_masked_lm_and_round_trips(tiny_run, tmp_path):
+    """BERT goes out as BertForMaskedLM (tied decoder weight and bias left to HF) and comes back exact."""
+    vocab_size = load_tokenizer(tiny_run["tokenizer"]).vocab_size
+    torch.manual_seed(0)
+    model = _randomise(build_model(ModelConfig(preset="bert-tiny", vocab_size=vocab_size)))
+    ckpt = save_checkpoint(tmp_path / "bert", 1, model, model.config, tiny_run["tokenizer"], {})
+    hf_dir = export_hf(ckpt, tmp_path / "bert-hf")
+    hf_model, info = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir, output_loading_info=True)
+    assert type(hf_model).__name__ == "BertForMaskedLM"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    ids_BT = _ids(vocab_size)
+    with torch.no_grad():
+        assert (model(ids_BT) - hf_model.eval()(input_ids=ids_BT).logits).abs().max().item() < 1e-4
+    back, _, _ = load_checkpoint(import_hf(hf_dir, tmp_path / "back"))
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, back.state_dict()[key]), key

@@ -110,20 +110,19 @@ def _tokenizer_files(tokenizer: Any, ckpt_dir: Path, out: Path, max_seq_len: int
 def export_hf(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write our checkpoint (or a run directory's newest one) as an HF-format directory.
 
-    The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` (no missing or
-    unexpected keys) and ``AutoTokenizer.from_pretrained(out_dir)``; weights are fp32.
+    The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` (``AutoModelForMaskedLM``
+    for BERT; no missing or unexpected keys) and ``AutoTokenizer.from_pretrained(out_dir)``; weights are fp32.
     """
     transformers = _import_transformers()
     model, tokenizer, ckpt_dir = ckpt.load_checkpoint(checkpoint)
     cfg = model.config
     with _atomic_output(out_dir, overwrite, ckpt_dir) as tmp:
         _tokenizer_files(tokenizer, ckpt_dir, tmp, cfg.max_seq_len)  # fails fast for SentencePiece kinds
-        config = hf.hf_config(cfg, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-        # from_config + save_pretrained: HF decides the file names, drops the tied lm_head and
-        # writes generation_config.json, so whatever a family needs is right by construction.
-        hf_model = transformers.AutoModelForCausalLM.from_config(config)
-        state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-        hf_model.load_state_dict(hf.to_hf_state_dict(state_dict, cfg), strict=True)
+        # The family's own HF class (BertForMaskedLM for bert, ...ForCausalLM for decoders), then
+        # save_pretrained: HF decides the file names, drops tied heads and writes
+        # generation_config.json, so whatever a family needs is right by construction.
+        hf_model = hf.to_hf_model(model, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                                  pad_id=tokenizer.pad_id)
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
     return Path(out_dir)
 
@@ -188,8 +187,17 @@ def _load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
 
 def _check_tensors(hf_state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], tied: bool,
                    hf_dir: Path) -> None:
-    """Every tensor the config implies is present with its shape; nothing else is (buffers aside)."""
-    optional = {"lm_head.weight"} if tied else set()
+    """Every tensor the config implies is present with its shape; nothing else is (buffers aside).
+
+    A tied tensor (the same storage under a second name: GPT-2/Llama ``lm_head.weight``, BERT's
+    ``cls.predictions.decoder.*``) may be left out, as ``save_pretrained`` does.
+    """
+    first_name: dict[int, str] = {}
+    optional = set()
+    for key, tensor in expected.items():
+        if tensor.data_ptr() in first_name:
+            optional.add(key)
+        first_name.setdefault(tensor.data_ptr(), key)
     missing = [k for k in expected if k not in hf_state and k not in optional]
     if missing:
         raise CheckpointError(f"'{hf_dir}' lacks {len(missing)} tensor(s) its {HF_CONFIG} implies "
