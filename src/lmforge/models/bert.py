@@ -107,37 +107,32 @@ class BertForMaskedLM(BertModel):
         return self.output(self.head_norm(F.gelu(self.head_dense(h_BTD))))
 
 
-def _classifier(cfg: ModelConfig) -> nn.Linear:
-    if cfg.num_labels <= 0:
-        raise ConfigError("a BERT classification head needs model.num_labels > 0 (the number of classes)")
-    return nn.Linear(cfg.dim, cfg.num_labels)
+class _BertClassifier(BertModel):
+    """Dropout -> linear over the pooled first token (`per_token = False`) or every token."""
+
+    per_token: bool
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, add_pooler=not self.per_token)
+        if self.config.num_labels <= 0:
+            raise ConfigError("a BERT classification head needs model.num_labels > 0 (the number of classes)")
+        self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(self.config.dim, self.config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+        return self.classifier(self.classifier_dropout(h_BTD if self.per_token else self.pooled(h_BTD)))
 
 
-class BertForSequenceClassification(BertModel):
+class BertForSequenceClassification(_BertClassifier):
     """Pooler -> dropout -> linear (BERT sec. 4.1, GLUE). `forward(...) -> logits_BC`."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg, add_pooler=True)
-        self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
-        self.classifier = _classifier(self.config)
-        self.init_weights()
-
-    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
-                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
-        return self.classifier(self.classifier_dropout(self.pooled(h_BTD)))
+    per_token = False
 
 
-class BertForTokenClassification(BertModel):
+class BertForTokenClassification(_BertClassifier):
     """Per-token dropout -> linear (BERT sec. 4.3, NER). `forward(...) -> logits_BTC`."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg, add_pooler=False)
-        self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
-        self.classifier = _classifier(self.config)
-        self.init_weights()
-
-    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
-                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
-        return self.classifier(self.classifier_dropout(h_BTD))
+    per_token = True
