@@ -24,7 +24,7 @@ from lmforge.config import PretrainConfig, save_config
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.evaluate import autocast_context
 from lmforge.train import checkpoint as ckpt
-from lmforge.train.tasks import move_batch, task_for
+from lmforge.train.tasks import extra_vocab, move_batch, task_for
 from lmforge.train.parallel import (World, all_reduce_sum, barrier, init_world, resolve_device,
                                     shutdown, wrap_data_parallel)
 
@@ -73,7 +73,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     check_tokenizer_matches(t.shards_dir, tokenizer)
     train_shard, val_shard = TokenShard(t.shards_dir, "train"), TokenShard(t.shards_dir, "val")
     model_cfg = resolve_model_config(dataclasses.replace(
-        cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size))
+        cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size + extra_vocab(cfg.model.family)))
     if model_cfg.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"config key 'model.vocab_size': {model_cfg.vocab_size} is smaller than the "
                           f"tokenizer's {tokenizer.vocab_size}; set it to 0 to take the tokenizer's")
@@ -86,8 +86,9 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
     global_batch = t.batch_size * t.grad_accum * world.world_size
-    tokens_per_step = global_batch * t.seq_len
-    sampler = WindowSampler(train_shard.num_tokens, t.seq_len, global_batch, t.seed)
+    window_len = task.window_len(t.seq_len)  # raw tokens per example (more than seq_len for T5)
+    tokens_per_step = global_batch * window_len
+    sampler = WindowSampler(train_shard.num_tokens, window_len, global_batch, t.seed)
     horizon = _schedule_horizon(cfg, tokens_per_step)
     step, tokens_seen, train_seconds = 0, 0, 0.0
     resumed_step = -1
