@@ -274,7 +274,7 @@ def test_resolution_is_idempotent_and_build_model_keeps_it():
      r"num_heads \(4\) must be divisible by model.num_kv_heads"),
     (ModelConfig(vocab_size=10, dim=12, num_heads=4), "even head width"),
     (ModelConfig(vocab_size=10, dropout=1.0), "dropout"),
-    (ModelConfig(vocab_size=10, family="t5"), "family 't5' is unknown"),
+    (ModelConfig(vocab_size=10, family="mamba"), "family 'mamba' is unknown"),
     (ModelConfig(vocab_size=10, family="mistral", sliding_window=-1), "sliding_window must be 0"),
 ])
 def test_resolution_errors(cfg, message):

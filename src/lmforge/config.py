@@ -90,11 +90,12 @@ class ModelConfig:
     """A transformer (decoder-only, or the BERT encoder). `preset` fills the fields; explicit fields override it."""
 
     preset: str = _f("", "named preset (see `lmforge models`); empty = use the fields below")
-    family: Literal["gpt2", "llama", "mistral", "falcon", "bert"] = _f(
+    family: Literal["gpt2", "llama", "mistral", "falcon", "bert", "t5"] = _f(
         "llama", "gpt2: learned positions, LayerNorm, GELU; llama: RoPE, RMSNorm, SwiGLU, grouped-query "
         "attention; mistral: llama + sliding-window attention; falcon: RoPE, multi-query attention, "
         "parallel attention/MLP, LayerNorm, GELU; bert: bidirectional post-norm encoder with learned "
-        "positions and token types, trained by masked LM")
+        "positions and token types, trained by masked LM; t5: pre-norm encoder-decoder with relative "
+        "position bias and RMS norms, trained by span corruption")
     vocab_size: int = _f(0, "0 = take it from the tokenizer")
     max_seq_len: int = _f(256, "longest context the model supports")
     dim: int = _f(256, "residual stream width")
@@ -113,6 +114,12 @@ class ModelConfig:
     init_std: float = _f(0.02, "std of the normal init; residual projections scaled by 1/sqrt(2*num_layers)")
     type_vocab_size: int = _f(0, "bert: token-type (segment) embeddings, 2 in BERT (0 = none)")
     num_labels: int = _f(0, "bert: classes of the sequence/token classification head (0 = no such head)")
+    num_decoder_layers: int = _f(0, "t5: decoder blocks (0 = num_layers)")
+    head_dim: int = _f(0, "t5: width of each attention head (0 = dim / num_heads; T5 v1.1 sizes differ)")
+    relative_attention_num_buckets: int = _f(32, "t5: relative position buckets of the attention bias")
+    relative_attention_max_distance: int = _f(128, "t5: distances from this on share the last bucket")
+    feed_forward: Literal["relu", "gated-gelu"] = _f(
+        "relu", "t5: MLP kind, relu (T5 v1.0) or gated-gelu (T5 v1.1, GEGLU with the tanh GELU)")
 
 
 # --------------------------------------------------------------------------- training

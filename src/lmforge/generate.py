@@ -1,4 +1,5 @@
-"""Autoregressive sampling with a KV cache, and the pure logit transforms it uses.
+"""Autoregressive sampling with a KV cache (decoder-only models, and encoder-decoders with
+`generate_seq2seq`), and the pure logit transforms it uses.
 
 Shape legend: B batch (rows), T prompt length, S tokens seen so far, V vocabulary.
 
@@ -103,5 +104,47 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
                 return
             seen_BS[:, prompt_len + step] = next_B
             input_ids_BT = next_B.unsqueeze(1)
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new_tokens: int,
+                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_id: Optional[int] = None,
+                     decoder_start_id: int = 0, generator: Optional[torch.Generator] = None,
+                     attention_mask_BT: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+    """Yield the next target token of every row, (B,) int64, one step at a time, from an
+    encoder-decoder (`T5Model`: `encode`, `new_cache`, `decode`).
+
+    The encoder runs once over `input_ids_BT` (rows may be padded: `attention_mask_BT`, 1 =
+    real token); the cache then holds every decoder layer's cross-attention keys/values of
+    its output, computed once, and the decoder self-attention keys/values, so each step runs
+    the decoder on the newest token only. Decoding starts from `decoder_start_id` (T5: the
+    pad id, 0). Stops after `max_new_tokens` or when every row has produced `eos_id` (a
+    finished row keeps yielding `eos_id`). Sampling as in `generate` (`sample_next_token`:
+    temperature 0 is greedy); the model runs in eval mode and gets its previous mode back.
+    """
+    if input_ids_BT.shape[1] == 0:
+        raise LmforgeError("the input has no tokens")
+    if max_new_tokens <= 0:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        batch_size = input_ids_BT.shape[0]
+        encoder_out_BTD = model.encode(input_ids_BT, attention_mask_BT)
+        cache = model.new_cache(encoder_out_BTD, max_new_tokens, attention_mask_BT)
+        finished_B = torch.zeros(batch_size, dtype=torch.bool, device=input_ids_BT.device)
+        next_B1 = torch.full((batch_size, 1), decoder_start_id, dtype=torch.long, device=input_ids_BT.device)
+        for _ in range(max_new_tokens):
+            logits_BV = model.decode(next_B1, cache=cache)[:, -1].float()
+            next_B = sample_next_token(logits_BV, temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                next_B = next_B.masked_fill(finished_B, eos_id)
+                finished_B |= next_B == eos_id
+            yield next_B
+            if eos_id is not None and bool(finished_B.all()):
+                return
+            next_B1 = next_B.unsqueeze(1)
     finally:
         model.train(was_training)

@@ -1,6 +1,7 @@
 """Weight and config mapping between our `Transformer` and HF `GPT2LMHeadModel`, `LlamaForCausalLM`,
 `MistralForCausalLM` and `FalconForCausalLM`, and between our BERT classes and HF's (BertForMaskedLM,
-BertForSequenceClassification, BertForTokenClassification; see the BERT block at the end).
+BertForSequenceClassification, BertForTokenClassification; see the BERT block), and between our
+`T5Model` and HF `T5ForConditionalGeneration` (the T5 block at the end).
 
 The mapping is a list of rules (our keys, HF key, transpose?) that runs both ways: HF GPT-2
 fuses q, k and v into one `c_attn` (our three projections concatenated along output rows) and
@@ -26,7 +27,8 @@ Rule = tuple[list[str], str, bool]  # (our keys, concatenated along dim 0; HF ke
 # The `transformers` causal-LM class of each family.
 HF_MODEL_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                     "falcon": "FalconForCausalLM",
-                    "bert": "BertForMaskedLM"}  # (and the BERT classification heads, see the BERT block)
+                    "bert": "BertForMaskedLM",  # (and the BERT classification heads, see the BERT block)
+                    "t5": "T5ForConditionalGeneration"}
 
 
 def _import_transformers() -> Any:
@@ -92,6 +94,8 @@ def to_hf_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> d
     cfg = resolve_model_config(cfg)
     if cfg.family == "bert":
         return _bert_to_hf_state_dict(state_dict)
+    if cfg.family == "t5":
+        return _t5_to_hf_state_dict(state_dict, cfg)
     out: dict[str, torch.Tensor] = {}
     for ours, hf_key, transpose in _rules(cfg):
         parts = []
@@ -119,6 +123,8 @@ def from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig)
     cfg = resolve_model_config(cfg)
     if cfg.family == "bert":  # the masked-LM model; `from_hf_model` handles the other heads
         return _bert_from_hf_state_dict(hf_state_dict, cfg)
+    if cfg.family == "t5":
+        return _t5_from_hf_state_dict(hf_state_dict, cfg)
     shapes = _our_shapes(cfg)
     out: dict[str, torch.Tensor] = {}
     for ours, hf_key, transpose in _rules(cfg):
@@ -148,6 +154,8 @@ def hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None = 
     tokens = {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id}
     if cfg.family == "bert":
         return _bert_hf_config(cfg, tokens)
+    if cfg.family == "t5":
+        return _t5_hf_config(cfg, tokens)
     if cfg.sliding_window and cfg.family != "mistral":
         raise ConfigError(f"HF {cfg.family} has no sliding-window attention: set model.sliding_window to 0 "
                           "or use model.family mistral")
@@ -229,6 +237,8 @@ def model_config_from_hf(config: Any) -> ModelConfig:
     model_type = getattr(config, "model_type", "")
     if model_type == "bert":
         return _bert_config_from_hf(config)
+    if model_type == "t5":
+        return _t5_config_from_hf(config)
     if model_type == "falcon":
         return _falcon_config_from_hf(config)
     if model_type == "mistral":
@@ -264,14 +274,16 @@ def model_config_from_hf(config: Any) -> ModelConfig:
             rope_theta=rope_theta,
             tie_embeddings=config.tie_word_embeddings, bias=config.attention_bias,
             init_std=config.initializer_range))
-    raise ConfigError(f"HF model type '{model_type}' is not supported: use a gpt2, llama, mistral, falcon "
-                      "or bert model")
+    raise ConfigError(f"HF model type '{model_type}' is not supported: use a gpt2, llama, mistral, falcon, "
+                      "bert or t5 model")
 
 
 def to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
     """A `transformers` causal-LM with our model's weights (fp32, on CPU, in eval mode)."""
     if model.config.family == "bert":
         return _bert_to_hf_model(model, **token_ids)
+    if model.config.family == "t5":
+        return _t5_to_hf_model(model, **token_ids)
     transformers = _import_transformers()
     config = hf_config(model.config, **token_ids)
     hf_model = getattr(transformers, HF_MODEL_CLASSES[model.config.family])(config)
@@ -286,6 +298,8 @@ def from_hf_model(hf_model: Any) -> torch.nn.Module:
 
     if getattr(hf_model.config, "model_type", "") == "bert":
         return _bert_from_hf_model(hf_model)
+    if getattr(hf_model.config, "model_type", "") == "t5":
+        return _t5_from_hf_model(hf_model)
     model = Transformer(model_config_from_hf(hf_model.config))
     model.load_state_dict(from_hf_state_dict(hf_model.state_dict(), model.config), strict=True)
     return model
@@ -411,4 +425,121 @@ def _bert_from_hf_model(hf_model: Any) -> torch.nn.Module:
         cfg = dataclasses.replace(cfg, num_labels=hf_model.config.num_labels)
     model = classes[name](cfg)
     model.load_state_dict(_bert_from_hf_state_dict(hf_model.state_dict(), cfg, name), strict=True)
+    return model
+
+
+
+# --------------------------------------------------------------------------- T5
+# T5 (Raffel et al. 2020) as HF `T5ForConditionalGeneration` lays it out: `shared` embedding
+# (aliased as encoder/decoder `embed_tokens`), `block.{i}.layer.{j}` sub-layers (0 self-attention,
+# 1 cross-attention in the decoder, then the feed-forward), separate q/k/v/o Linears without
+# biases: a pure rename. HF keeps the relative position table in block 0's self-attention; we
+# keep it on the stack (`encoder_pos_bias`, `decoder_pos_bias`), the same single table.
+#
+# Tied vs untied: v1.0 ties the head and rescales the decoder output by dim**-0.5; v1.1
+# (released with untied heads) does neither. transformers 5 always ties the head when it
+# builds a model from a config and keys the rescaling on `scale_decoder_outputs` (the
+# `tie_word_embeddings` value the config was given); v1.1 checkpoints get their own head at
+# load time. `_t5_to_hf_model` unties the head itself for an untied model.
+
+
+def _t5_rules(cfg: ModelConfig) -> list[tuple[str, str]]:
+    """(our key, HF key) for every T5 tensor except the head and the embedding aliases."""
+    gated = cfg.feed_forward == "gated-gelu"
+    mlp = ((("gate_proj", "wi_0"), ("up_proj", "wi_1"), ("out_proj", "wo")) if gated
+           else (("in_proj", "wi"), ("out_proj", "wo")))
+    attn = (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("out_proj", "o"))
+    rules = [("tok_embeddings.weight", "shared.weight")]
+    for stack, num_layers in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers or cfg.num_layers)):
+        rules.append((f"{stack}_pos_bias.relative_attention_bias.weight",
+                      f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
+        for i in range(num_layers):
+            ours, hf = f"{stack}_layers.{i}", f"{stack}.block.{i}.layer"
+            rules += [(f"{ours}.attn.{o}.weight", f"{hf}.0.SelfAttention.{h}.weight") for o, h in attn]
+            rules.append((f"{ours}.attn_norm.weight", f"{hf}.0.layer_norm.weight"))
+            ff = 1
+            if stack == "decoder":
+                rules += [(f"{ours}.cross_attn.{o}.weight", f"{hf}.1.EncDecAttention.{h}.weight") for o, h in attn]
+                rules.append((f"{ours}.cross_norm.weight", f"{hf}.1.layer_norm.weight"))
+                ff = 2
+            rules += [(f"{ours}.mlp.{o}.weight", f"{hf}.{ff}.DenseReluDense.{h}.weight") for o, h in mlp]
+            rules.append((f"{ours}.mlp_norm.weight", f"{hf}.{ff}.layer_norm.weight"))
+        rules.append((f"{stack}_norm.weight", f"{stack}.final_layer_norm.weight"))
+    return rules
+
+
+def _t5_to_hf_state_dict(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out = {hf: state_dict[ours] for ours, hf in _t5_rules(cfg)}
+    out["encoder.embed_tokens.weight"] = out["decoder.embed_tokens.weight"] = out["shared.weight"]
+    out["lm_head.weight"] = state_dict.get("output.weight", out["shared.weight"])
+    return out
+
+
+def _t5_from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for ours, hf in _t5_rules(cfg):
+        if hf not in hf_state_dict:
+            raise ConfigError(f"HF state dict has no '{hf}': the HF model does not match the t5 config "
+                              "(layers, feed_forward)")
+        out[ours] = hf_state_dict[hf]
+    if cfg.tie_embeddings:
+        out["output.weight"] = out["tok_embeddings.weight"]
+    else:  # a head saved without its own tensor is the (tied) embedding
+        out["output.weight"] = hf_state_dict.get("lm_head.weight", out["tok_embeddings.weight"])
+    return out
+
+
+def _t5_hf_config(cfg: ModelConfig, tokens: dict[str, int | None]) -> Any:
+    """HF T5Config; pad (0) doubles as the decoder start and eos is 1 unless given, as in T5."""
+    transformers = _import_transformers()
+    ids = {"pad_token_id": 0, "eos_token_id": 1}
+    ids.update({k: v for k, v in tokens.items() if v is not None and k != "bos_token_id"})
+    return transformers.T5Config(
+        vocab_size=cfg.vocab_size, d_model=cfg.dim, d_kv=cfg.head_dim or cfg.dim // cfg.num_heads,
+        d_ff=cfg.hidden_dim, num_layers=cfg.num_layers, num_decoder_layers=cfg.num_decoder_layers or cfg.num_layers,
+        num_heads=cfg.num_heads, relative_attention_num_buckets=cfg.relative_attention_num_buckets,
+        relative_attention_max_distance=cfg.relative_attention_max_distance, dropout_rate=cfg.dropout,
+        layer_norm_epsilon=cfg.norm_eps, feed_forward_proj=cfg.feed_forward,
+        tie_word_embeddings=cfg.tie_embeddings, decoder_start_token_id=ids["pad_token_id"], **ids)
+
+
+def _t5_config_from_hf(config: Any) -> ModelConfig:
+    """Our config for an HF T5Config: v1.0 (relu, tied and rescaled) or v1.1 (gated-gelu,
+    untied, not rescaled); other activations raise. Our `tie_embeddings` follows the
+    rescaling: an HF model that rescales without tying (or the reverse, as transformers 5
+    builds a v1.1 model from a config) loads as the untied variant with its head's weights,
+    which computes the same function. max_seq_len is T5's training length, 512 (the relative
+    bias itself has no limit)."""
+    if config.feed_forward_proj not in ("relu", "gated-gelu"):
+        raise ConfigError(f"HF T5 feed_forward_proj '{config.feed_forward_proj}' is not supported: "
+                          "relu (T5 v1.0) or gated-gelu (T5 v1.1)")
+    # transformers >= 5 records the rescaling as `scale_decoder_outputs`; earlier, tied <=> rescaled
+    tied = bool(getattr(config, "scale_decoder_outputs", config.tie_word_embeddings))
+    num_heads = config.num_heads
+    head_dim = config.d_kv if config.d_kv * num_heads != config.d_model else 0
+    return resolve_model_config(ModelConfig(
+        family="t5", vocab_size=config.vocab_size, max_seq_len=512, dim=config.d_model,
+        num_layers=config.num_layers,
+        num_decoder_layers=(config.num_decoder_layers if config.num_decoder_layers != config.num_layers else 0),
+        num_heads=num_heads, head_dim=head_dim, hidden_dim=config.d_ff, norm_eps=config.layer_norm_epsilon,
+        relative_attention_num_buckets=config.relative_attention_num_buckets,
+        relative_attention_max_distance=config.relative_attention_max_distance,
+        feed_forward=config.feed_forward_proj, tie_embeddings=tied, bias=False, dropout=0.0))
+
+
+def _t5_to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
+    transformers = _import_transformers()
+    hf_model = transformers.T5ForConditionalGeneration(_t5_hf_config(model.config, token_ids))
+    if not model.config.tie_embeddings and hf_model.lm_head.weight is hf_model.shared.weight:
+        hf_model.lm_head.weight = torch.nn.Parameter(hf_model.shared.weight.detach().clone())
+    state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    hf_model.load_state_dict(_t5_to_hf_state_dict(state_dict, model.config), strict=True)
+    return hf_model.eval()
+
+
+def _t5_from_hf_model(hf_model: Any) -> torch.nn.Module:
+    from lmforge.models.t5 import T5Model
+
+    model = T5Model(_t5_config_from_hf(hf_model.config))
+    model.load_state_dict(_t5_from_hf_state_dict(hf_model.state_dict(), model.config), strict=True)
     return model

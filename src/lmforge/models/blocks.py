@@ -26,8 +26,9 @@ class BlockSpec:
     """Which block variants a family uses; a family file is one of these."""
 
     norm: Literal["layernorm", "rmsnorm"]
-    mlp: Literal["gelu_tanh", "gelu", "swiglu"]  # gelu_tanh: GPT-2's approximation; gelu: exact (erf)
-    positions: Literal["learned", "rope"]
+    # gelu_tanh: GPT-2's approximation; gelu: exact (erf); relu: T5 v1.0; geglu: T5 v1.1's gated GELU
+    mlp: Literal["gelu_tanh", "gelu", "swiglu", "relu", "geglu"]
+    positions: Literal["learned", "rope", "relative"]  # relative: T5's bucketed attention bias
     # sequential: x + attn(norm(x)), then + mlp(norm(.)); parallel: x + attn(norm(x)) + mlp(norm(x))
     # with one shared norm (GPT-J, PaLM sec. 2, Falcon).
     residual: Literal["sequential", "parallel"] = "sequential"
@@ -106,11 +107,15 @@ class Attention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, bias: bool, dropout: float,
-                 sliding_window: int = 0, causal: bool = True):
+                 sliding_window: int = 0, causal: bool = True, head_dim: int = 0,
+                 scale: Optional[float] = None):
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
-        self.head_dim = dim // num_heads
+        # head_dim 0: dim // num_heads; T5 v1.1 sets it apart (d_kv 64 with 6 heads of a 512 stream)
+        self.head_dim = head_dim or dim // num_heads
+        # None: SDPA's 1/sqrt(K); T5 passes 1.0 (its init folds the scaling into q_proj)
+        self.scale = scale
         self.dropout = dropout
         self.sliding_window = sliding_window
         self.causal = causal  # False: bidirectional (BERT encoder), every query sees every key
@@ -119,31 +124,52 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=bias)
 
+    def project_kv(self, memory_BSD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (k_BGSK, v_BGSK) of a memory, e.g. the encoder output a decoder's
+        cross-attention reads: computed once per source and passed back as `memory_kv`."""
+        B, S, _ = memory_BSD.shape
+        G, K = self.num_kv_heads, self.head_dim
+        k_BGSK = self.k_proj(memory_BSD).view(B, S, G, K).transpose(1, 2)
+        v_BGSK = self.v_proj(memory_BSD).view(B, S, G, K).transpose(1, 2)
+        return k_BGSK, v_BGSK
+
     def forward(self, x_BTD: torch.Tensor, rope: Optional[Rope] = None,
                 cache_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                start_pos: int = 0, key_padding_mask_BS: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """`key_padding_mask_BS` (bool or 0/1, True/1 = a real key): padded keys get no attention."""
+                start_pos: int = 0, key_padding_mask_BS: Optional[torch.Tensor] = None,
+                attn_bias_1HTS: Optional[torch.Tensor] = None,
+                memory_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """`key_padding_mask_BS` (bool or 0/1, True/1 = a real key): padded keys get no attention.
+
+        `attn_bias_1HTS`: added to the scores before the softmax (T5's relative position bias).
+        `memory_kv`: cross-attention (Vaswani et al. 2017, sec. 3.2.3): queries from `x_BTD`,
+        keys/values the given `project_kv` output; no causal mask, no RoPE, no cache write.
+        """
         B, T, _ = x_BTD.shape
         H, G, K = self.num_heads, self.num_kv_heads, self.head_dim
         q_BTHK = self.q_proj(x_BTD).view(B, T, H, K)
-        k_BTGK = self.k_proj(x_BTD).view(B, T, G, K)
-        v_BTGK = self.v_proj(x_BTD).view(B, T, G, K)
-        if rope is not None:
-            q_BTHK, k_BTGK = apply_rope(q_BTHK, *rope), apply_rope(k_BTGK, *rope)
-        q_BHTK, k_BGSK, v_BGSK = q_BTHK.transpose(1, 2), k_BTGK.transpose(1, 2), v_BTGK.transpose(1, 2)
+        causal = self.causal and memory_kv is None
+        if memory_kv is not None:
+            q_BHTK = q_BTHK.transpose(1, 2)
+            k_BGSK, v_BGSK = memory_kv
+        else:
+            k_BTGK = self.k_proj(x_BTD).view(B, T, G, K)
+            v_BTGK = self.v_proj(x_BTD).view(B, T, G, K)
+            if rope is not None:
+                q_BTHK, k_BTGK = apply_rope(q_BTHK, *rope), apply_rope(k_BTGK, *rope)
+            q_BHTK, k_BGSK, v_BGSK = q_BTHK.transpose(1, 2), k_BTGK.transpose(1, 2), v_BTGK.transpose(1, 2)
 
         end_pos = start_pos + T
-        if cache_kv is not None:
+        if cache_kv is not None and memory_kv is None:
             k_cache_BGSK, v_cache_BGSK = cache_kv
             k_cache_BGSK[:, :, start_pos:end_pos] = k_BGSK
             v_cache_BGSK[:, :, start_pos:end_pos] = v_BGSK
             k_BGSK, v_BGSK = k_cache_BGSK[:, :, :end_pos], v_cache_BGSK[:, :, :end_pos]
 
         mask_TS = None
-        is_causal = self.causal and T > 1
+        is_causal = causal and T > 1
         window_reached = 0 < self.sliding_window < end_pos
         # SDPA's is_causal aligns the mask top-left; after a prefix it must be bottom-right.
-        if self.causal and (window_reached or (start_pos > 0 and T > 1)):
+        if causal and (window_reached or (start_pos > 0 and T > 1)):
             mask_TS = attention_mask(start_pos, T, self.sliding_window, x_BTD.device)
             is_causal = False
         if key_padding_mask_BS is not None:  # SDPA takes a mask or is_causal, not both
@@ -152,10 +178,19 @@ class Attention(nn.Module):
                 is_causal = False
             keep_B11S = key_padding_mask_BS.bool()[:, None, None, :]
             mask_TS = keep_B11S if mask_TS is None else mask_TS & keep_B11S
+        if attn_bias_1HTS is not None:  # one additive float mask: bias, and the dtype's min where hidden
+            if is_causal:
+                mask_TS = attention_mask(start_pos, T, self.sliding_window, x_BTD.device)
+                is_causal = False
+            bias = attn_bias_1HTS.to(q_BHTK.dtype)
+            if mask_TS is not None:  # finite, as HF T5: a row with no visible key gives no NaN
+                hidden = torch.tensor(torch.finfo(bias.dtype).min, dtype=bias.dtype, device=bias.device)
+                bias = torch.where(mask_TS, bias, hidden)
+            mask_TS = bias
 
         y_BHTK = F.scaled_dot_product_attention(
             q_BHTK, k_BGSK, v_BGSK, attn_mask=mask_TS, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0, enable_gqa=G != H)
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=G != H, scale=self.scale)
         return self.out_proj(y_BHTK.transpose(1, 2).reshape(B, T, H * K))
 
 
@@ -207,9 +242,35 @@ class SwiGLUMLP(nn.Module):
         return self.out_proj(F.silu(self.gate_proj(x_BTD)) * self.up_proj(x_BTD))
 
 
+class ReluMLP(nn.Module):
+    """Two-layer ReLU MLP of the original Transformer (Vaswani et al. 2017) and T5 v1.0
+    (Raffel et al. 2020; HF's `DenseReluDense` with `wi`, `wo`)."""
+
+    def __init__(self, dim: int, hidden_dim: int, bias: bool):
+        super().__init__()
+        self.in_proj = nn.Linear(dim, hidden_dim, bias=bias)
+        self.out_proj = nn.Linear(hidden_dim, dim, bias=bias)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(F.relu(self.in_proj(x_BTD)))
+
+
+class GeGLUMLP(SwiGLUMLP):
+    """GEGLU (Shazeer 2020, "GLU Variants"): (gelu(x W_gate) * x W_up) W_down, with the tanh
+    GELU, as T5 v1.1 (`feed_forward_proj="gated-gelu"`, which HF maps to `gelu_new`, the
+    tanh approximation; its `wi_0` is our gate, `wi_1` our up projection)."""
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(F.gelu(self.gate_proj(x_BTD), approximate="tanh") * self.up_proj(x_BTD))
+
+
 def make_mlp(kind: str, dim: int, hidden_dim: int, bias: bool) -> nn.Module:
     if kind == "swiglu":
         return SwiGLUMLP(dim, hidden_dim, bias)
+    if kind == "geglu":
+        return GeGLUMLP(dim, hidden_dim, bias)
+    if kind == "relu":
+        return ReluMLP(dim, hidden_dim, bias)
     return GeluMLP(dim, hidden_dim, bias, approximate="tanh" if kind == "gelu_tanh" else "none")
 
 
@@ -273,3 +334,95 @@ class PostNormBlock(nn.Module):
     def forward(self, x_BTD: torch.Tensor, key_padding_mask_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
         x_BTD = self.attn_norm(x_BTD + self.resid_dropout(self.attn(x_BTD, key_padding_mask_BS=key_padding_mask_BT)))
         return self.mlp_norm(x_BTD + self.resid_dropout(self.mlp(x_BTD)))
+
+
+# --------------------------------------------------------------------------- T5 (encoder-decoder)
+
+
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool, num_buckets: int = 32,
+                             max_distance: int = 128) -> torch.Tensor:
+    """T5's bucket of each relative position (key position - query position), int64.
+
+    Raffel et al. 2020 (T5, arXiv 1910.10683, sec. 2.1): each head learns one scalar per
+    bucket; buckets are exact for small distances and logarithmically wider up to
+    `max_distance`, beyond which all distances share the last bucket. Bidirectional
+    (encoder): half the buckets for keys before the query, half (offset by num_buckets/2)
+    for keys after it. Unidirectional (decoder): keys after the query all fall in bucket 0
+    (they are masked anyway). Within a direction of n buckets, distances d < n/2 get bucket
+    d, and larger ones n/2 + floor(log(d / (n/2)) / log(max_distance / (n/2)) * n/2),
+    capped at n - 1 (the Mesh TensorFlow rule, which HF T5 reproduces).
+    """
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    max_exact = num_buckets // 2
+    # clamp only keeps log() finite where the exact branch is taken anyway
+    log_ratio = torch.log(distance.clamp(min=max_exact).float() / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned relative position bias: one scalar per (bucket, head), added to the
+    attention scores. T5 computes it in the first layer and every layer of the stack reuses
+    it; here the stack owns it and passes it to each block. The table is named as HF's
+    (`relative_attention_bias`)."""
+
+    def __init__(self, num_heads: int, num_buckets: int, max_distance: int, bidirectional: bool):
+        super().__init__()
+        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
+        self.relative_attention_bias = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, num_queries: int, num_keys: int, start_pos: int = 0) -> torch.Tensor:
+        """bias_1HTS for queries at [start_pos, start_pos + T) over keys at [0, S)."""
+        device = self.relative_attention_bias.weight.device
+        query_pos_T1 = torch.arange(start_pos, start_pos + num_queries, device=device).unsqueeze(1)
+        key_pos_1S = torch.arange(num_keys, device=device).unsqueeze(0)
+        bucket_TS = relative_position_bucket(key_pos_1S - query_pos_T1, self.bidirectional, self.num_buckets,
+                                             self.max_distance)
+        return self.relative_attention_bias(bucket_TS).permute(2, 0, 1).unsqueeze(0)
+
+
+class EncoderDecoderBlock(nn.Module):
+    """T5's pre-norm block (Raffel et al. 2020, sec. 2.1): x + attn(norm(x)), then (decoder
+    only) x + cross_attn(norm(x), encoder output), then x + mlp(norm(x)). RMS norms without
+    bias (T5's "layer norm" only rescales), no biases in linears, attention unscaled
+    (`scale=1.0`: T5 folds 1/sqrt(K) into the query init) with the stack's relative position
+    bias added to the self-attention scores; cross-attention has no position bias.
+
+    The encoder's self-attention is bidirectional, the decoder's causal.
+    """
+
+    def __init__(self, spec: BlockSpec, dim: int, num_heads: int, head_dim: int, hidden_dim: int,
+                 norm_eps: float, dropout: float, is_decoder: bool):
+        super().__init__()
+        self.attn_norm = make_norm(spec.norm, dim, norm_eps, False)
+        self.attn = Attention(dim, num_heads, num_heads, False, dropout, causal=is_decoder, head_dim=head_dim,
+                              scale=1.0)
+        self.cross_norm = make_norm(spec.norm, dim, norm_eps, False) if is_decoder else None
+        self.cross_attn = (Attention(dim, num_heads, num_heads, False, dropout, causal=False, head_dim=head_dim,
+                                     scale=1.0) if is_decoder else None)
+        self.mlp_norm = make_norm(spec.norm, dim, norm_eps, False)
+        self.mlp = make_mlp(spec.mlp, dim, hidden_dim, False)
+        self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x_BTD: torch.Tensor, attn_bias_1HTS: torch.Tensor,
+                key_padding_mask_BS: Optional[torch.Tensor] = None,
+                cache_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None, start_pos: int = 0,
+                memory_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                memory_padding_mask_BS: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Encoder: `key_padding_mask_BS` masks padded inputs. Decoder: `cache_kv`/`start_pos`
+        as in `Attention`, `memory_kv` the cross-attention keys/values of the encoder output
+        (`self.cross_attn.project_kv`) and `memory_padding_mask_BS` its padding."""
+        attn_BTD = self.attn(self.attn_norm(x_BTD), None, cache_kv, start_pos, key_padding_mask_BS,
+                             attn_bias_1HTS)
+        x_BTD = x_BTD + self.resid_dropout(attn_BTD)
+        if self.cross_attn is not None:
+            cross_BTD = self.cross_attn(self.cross_norm(x_BTD), key_padding_mask_BS=memory_padding_mask_BS,
+                                        memory_kv=memory_kv)
+            x_BTD = x_BTD + self.resid_dropout(cross_BTD)
+        return x_BTD + self.resid_dropout(self.mlp(self.mlp_norm(x_BTD)))

@@ -11,18 +11,21 @@ from typing import Any, Iterable, Optional
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models import bert, falcon, gpt2, llama, mistral
+from lmforge.models import bert, falcon, gpt2, llama, mistral, t5
 from lmforge.models.blocks import BlockSpec
 
 # Each family is a choice of blocks (see the family files).
 FAMILIES: dict[str, BlockSpec] = {"gpt2": gpt2.BLOCKS, "llama": llama.BLOCKS, "mistral": mistral.BLOCKS,
-                                  "falcon": falcon.BLOCKS, "bert": bert.BLOCKS}
+                                  "falcon": falcon.BLOCKS, "bert": bert.BLOCKS,
+                                  "t5": t5.BLOCKS}
 
 _GPT2 = {"family": "gpt2", "bias": True, "tie_embeddings": True, "norm_eps": 1e-5}
 _LLAMA = {"family": "llama", "bias": False, "norm_eps": 1e-5}
 _MISTRAL = {"family": "mistral", "bias": False, "norm_eps": 1e-5, "tie_embeddings": False}
 _FALCON = {"family": "falcon", "bias": False, "norm_eps": 1e-5, "num_kv_heads": 1, "tie_embeddings": True}
 _BERT = {"family": "bert", "bias": True, "norm_eps": 1e-12, "tie_embeddings": True, "type_vocab_size": 2}
+_T5 = {"family": "t5", "bias": False, "norm_eps": 1e-6, "tie_embeddings": True, "feed_forward": "relu"}
+_T5_V1_1 = {**_T5, "tie_embeddings": False, "feed_forward": "gated-gelu"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tiny models for tests: a forward+backward takes milliseconds.
@@ -68,6 +71,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bert-quickstart": {**_BERT, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 4},
     "bert-base": {**_BERT, "vocab_size": 30522, "max_seq_len": 512, "dim": 768, "num_layers": 12,
                   "num_heads": 12},
+    # T5 (Raffel et al. 2020): a tiny encoder-decoder for tests, a CPU-sized one (vocab from the
+    # tokenizer), t5-small (v1.0: ReLU, tied and rescaled output; 60,506,624 parameters) and
+    # t5-v1_1-small (v1.1: gated GELU, untied head, 6 heads of width 64; 76,961,152), both
+    # as HF T5ForConditionalGeneration counts them. max_seq_len is the training length (the
+    # relative bias has no hard limit) and the longest decoder cache by default.
+    "t5-tiny": {**_T5, "vocab_size": 256, "max_seq_len": 64, "dim": 64, "num_layers": 2, "num_heads": 4},
+    "t5-quickstart": {**_T5, "max_seq_len": 256, "dim": 256, "num_layers": 4, "num_heads": 4},
+    "t5-small": {**_T5, "vocab_size": 32128, "max_seq_len": 512, "dim": 512, "num_layers": 6, "num_heads": 8,
+                 "hidden_dim": 2048},
+    "t5-v1_1-small": {**_T5_V1_1, "vocab_size": 32128, "max_seq_len": 512, "dim": 512, "num_layers": 8,
+                      "num_heads": 6, "head_dim": 64, "hidden_dim": 1024},
 }
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -120,7 +134,12 @@ def _validate(cfg: ModelConfig) -> None:
     for name in ("max_seq_len", "dim", "num_layers", "num_heads", "num_kv_heads", "hidden_dim", "multiple_of"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"model.{name} must be a positive integer, got {getattr(cfg, name)}")
-    if cfg.dim % cfg.num_heads:
+    if cfg.family != "t5" and (cfg.head_dim or cfg.num_decoder_layers):
+        raise ConfigError("model.head_dim and model.num_decoder_layers are t5 fields: leave them at 0 "
+                          f"for family {cfg.family}")
+    if cfg.family == "t5":
+        _validate_t5(cfg)
+    elif cfg.dim % cfg.num_heads:
         raise ConfigError(f"model.dim ({cfg.dim}) must be divisible by model.num_heads ({cfg.num_heads})")
     if cfg.num_heads % cfg.num_kv_heads:
         raise ConfigError(f"model.num_heads ({cfg.num_heads}) must be divisible by "
@@ -137,3 +156,17 @@ def _validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.norm_eps <= 0 or cfg.init_std <= 0 or cfg.rope_theta <= 0:
         raise ConfigError("model.norm_eps, model.init_std and model.rope_theta must be positive")
+
+
+def _validate_t5(cfg: ModelConfig) -> None:
+    if cfg.num_kv_heads != cfg.num_heads or cfg.sliding_window or cfg.bias:
+        raise ConfigError("model.family t5 has multi-head full attention and no biases: leave "
+                          "model.num_kv_heads and model.sliding_window at 0 and model.bias false")
+    if cfg.head_dim < 0 or cfg.num_decoder_layers < 0:
+        raise ConfigError("model.head_dim and model.num_decoder_layers must be >= 0 (0 = derived)")
+    if not cfg.head_dim and cfg.dim % cfg.num_heads:
+        raise ConfigError(f"model.dim ({cfg.dim}) must be divisible by model.num_heads ({cfg.num_heads}), "
+                          "or set model.head_dim")
+    if cfg.relative_attention_num_buckets < 4 or cfg.relative_attention_max_distance <= cfg.relative_attention_num_buckets // 4:
+        raise ConfigError("model.relative_attention_num_buckets must be >= 4 and "
+                          "model.relative_attention_max_distance > num_buckets / 4")

@@ -10,14 +10,18 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.models.presets import PRESETS, resolve_model_config
 from lmforge.models.bert import BertForMaskedLM
+from lmforge.models.t5 import T5Model
 from lmforge.models.transformer import Transformer
 
 
 def _meta_model(cfg: ModelConfig) -> nn.Module:
     """The model with shapes only (no memory), so counting llama-1b costs nothing. Family bert:
-    the masked-LM model `build_model` makes (encoder + MLM head, no pooler)."""
+    the masked-LM model `build_model` makes (encoder + MLM head, no pooler); family t5: the
+    encoder-decoder with its head."""
     cfg = resolve_model_config(cfg)
     with torch.device("meta"):
+        if cfg.family == "t5":
+            return T5Model(cfg)
         return BertForMaskedLM(cfg) if cfg.family == "bert" else Transformer(cfg)
 
 
@@ -25,7 +29,8 @@ def count_parameters(model_or_cfg: Union[nn.Module, ModelConfig], include_embedd
     """Number of distinct parameters (a tied output head is counted once).
 
     `include_embeddings=False` leaves out the token and position embedding tables (and so a
-    tied output head, which is the token table).
+    tied output head, which is the token table). T5's relative position bias tables (one
+    small table per stack) are lookups too and are left out with them.
     """
     model = _meta_model(model_or_cfg) if isinstance(model_or_cfg, ModelConfig) else model_or_cfg
     params = {id(p): p.numel() for p in model.parameters()}
@@ -50,13 +55,21 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     Family bert: N is the encoder plus the MLM head (its dense layer and the tied decoder, run
     at every position as we do). The attention term is the same 12·L·H·Q·T: a bidirectional
     encoder computes every one of the T×T scores, so there it is exact, not a causal overcount.
+
+    Family t5 (encoder-decoder): FLOPs per *target* token when inputs and targets are both
+    `seq_len` long, so each target token brings one input token through the encoder: 6N
+    over all matmul weights of both stacks and the head, and an attention term with the
+    decoder layers counted twice (causal self-attention and cross-attention over the T inputs).
     """
     cfg = resolve_model_config(cfg)
     num_matmul_params = count_parameters(cfg, include_embeddings=False)
     if cfg.tie_embeddings:
         num_matmul_params += cfg.dim * cfg.vocab_size
-    head_dim = cfg.dim // cfg.num_heads
-    return 6.0 * num_matmul_params + 12.0 * cfg.num_layers * cfg.num_heads * head_dim * seq_len
+    head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
+    attention_layers = cfg.num_layers
+    if cfg.family == "t5":
+        attention_layers += 2 * (cfg.num_decoder_layers or cfg.num_layers)
+    return 6.0 * num_matmul_params + 12.0 * attention_layers * cfg.num_heads * head_dim * seq_len
 
 
 def describe_presets(vocab_size_if_unset: int = 4096) -> str:
