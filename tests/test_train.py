@@ -205,3 +205,20 @@ def test_bert_resume_is_exact_too(tiny_run, tmp_path):
         pretrain(cfg, on_step=crash_at_4)
     pretrain(cfg)
     assert losses(tmp_path / "full") == losses(tmp_path / "crashed")
+
+
+def test_t5_span_corruption_pretraining_through_the_same_loop(tiny_run, tmp_path):
+    run = tmp_path / "t5"
+    cfg = tiny_pretrain_config(tiny_run, run, max_steps=30, **{"model.preset": "t5-tiny", "optim.lr": 3e-3,
+                                                                "seq_len": 24})
+    summary = pretrain(cfg)
+    assert summary["objective"] == "span_corruption"
+    assert 0.0 <= summary["val_exact_span_accuracy"] <= 1.0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "exact_span_accuracy" in r]
+    assert len(train) == 30
+    assert sum(r["loss"] for r in train[-5:]) / 5 < sum(r["loss"] for r in train[:5]) / 5 - 0.3
+    # each example reads the raw chunk whose corrupted input fits 24 tokens (T5's 512 -> 568 rule)
+    from lmforge.masking import raw_length_for_inputs
+    raw = raw_length_for_inputs(24)[0]
+    assert raw > 24 and summary["tokens_seen"] == 30 * 4 * raw
