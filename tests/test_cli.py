@@ -114,6 +114,22 @@ def test_bert_checkpoint_evaluates_masked_tokens_and_refuses_to_generate(capsys,
     assert code == 0
     code, out, _ = run_cli(capsys, "evaluate", run, "--data", tiny_run["shards"], "--device", "cpu")
     result = json.loads(out.strip().splitlines()[-1])
-    assert code == 0 and 0.0 <= result["masked_accuracy"] <= 1.0 and result["masked_loss"] > 0
+    assert code == 0 and 0.0 <= result["masked_lm_masked_accuracy"] <= 1.0 and result["masked_lm_loss"] > 0
     code, _out, err = run_cli(capsys, "generate", run, "--prompt", "x", "--device", "cpu")
     assert code == 2 and "does not generate text" in err
+
+
+def test_t5_checkpoint_evaluates_spans_and_generates(capsys, tiny_run, tmp_path):
+    run = tmp_path / "t5"
+    code, _out, _err = run_cli(capsys, "pretrain", "--model.preset", "t5-tiny", "--model.vocab_size", "0",
+                               "--train.shards_dir", tiny_run["shards"], "--train.tokenizer_dir",
+                               tiny_run["tokenizer"], "--train.run_dir", run, "--train.seq_len", "24",
+                               "--train.batch_size", "4", "--train.max_steps", "3", "--train.device", "cpu")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "evaluate", run, "--data", tiny_run["shards"], "--seq_len", "24",
+                           "--device", "cpu")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and 0.0 <= result["span_corruption_exact_span_accuracy"] <= 1.0
+    code, out, _ = run_cli(capsys, "generate", run, "--prompt", "def alpha(", "--max_new_tokens", "8",
+                           "--temperature", "0", "--device", "cpu")
+    assert code == 0 and out.startswith("def alpha(")

@@ -121,13 +121,15 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     else:
         shard = None
         tokens, num_bytes = _tokens_from_text_source(data, tokenizer)
-    if model.config.family == "bert":
-        # an encoder has no next-token likelihood: report its own objective, masked-token loss/accuracy
-        from lmforge.train.tasks import MaskedLMTask
+    if model.config.family in ("bert", "t5"):
+        # no next-token likelihood: report the family's own objective (masked-token loss and
+        # accuracy for BERT, span loss and exact span accuracy for T5)
+        from lmforge.train.tasks import task_for
 
-        metrics = MaskedLMTask(tokenizer).evaluate(model, tokens, seq_len, cfg.batch_size, device, "fp32")
-        result = {"masked_loss": metrics["val_loss"], "masked_accuracy": metrics["val_masked_accuracy"],
-                  "tokens": len(tokens)}
+        task = task_for(model.config, tokenizer)
+        metrics = task.evaluate(model, tokens, seq_len, cfg.batch_size, device, "fp32")
+        result = {f"{task.name}_{key.removeprefix('val_')}": value for key, value in metrics.items()}
+        result["tokens"] = len(tokens)
     elif shard is not None:
         result = evaluate_shard(model, shard, seq_len, cfg.batch_size, device, cfg.max_tokens)
     else:

@@ -14,7 +14,7 @@ import torch
 
 from lmforge.config import GenerateConfig
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate
+from lmforge.generate import generate, generate_seq2seq
 
 
 class TextSampler:
@@ -38,6 +38,9 @@ class TextSampler:
                top_p: float = 1.0, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
                seed: int = 0) -> Iterator[str]:
         """Yield pieces of generated text as they become final."""
+        if self.model.config.family == "t5":
+            yield from self._stream_seq2seq(prompt, max_new_tokens, temperature, top_k, top_p, stop, seed)
+            return
         ids = self.prompt_ids(prompt)
         room = self.model.config.max_seq_len - len(ids)
         if room <= 0:
@@ -52,6 +55,32 @@ class TextSampler:
             top_p=top_p, repetition_penalty=repetition_penalty, eos_id=self.tokenizer.eos_id,
             generator=generator))
         yield from stream_text(tokens, self.tokenizer.decode, self.tokenizer.eos_id, stop)
+
+
+    def _stream_seq2seq(self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+                        stop: Sequence[str], seed: int) -> Iterator[str]:
+        """Encoder-decoder: the prompt (ending with eos, as span-corruption inputs do) is encoded
+        once; the decoder starts from pad (T5's decoder start token) and runs with its caches."""
+        ids = self.tokenizer.encode(prompt) + [self.tokenizer.eos_id]
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        tokens = (int(token_B[0]) for token_B in generate_seq2seq(
+            self.model, torch.tensor([ids], dtype=torch.long, device=self.device), max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.tokenizer.eos_id,
+            decoder_start_id=self.tokenizer.pad_id, generator=generator))
+        yield from stream_text(tokens, self._decode_with_sentinels, self.tokenizer.eos_id, stop)
+
+    def _decode_with_sentinels(self, ids: list[int]) -> str:
+        """Decode, writing T5 sentinels (ids above the tokenizer's, counted down from the top of
+        the model's vocabulary) as ``<extra_id_N>``."""
+        top = self.model.config.vocab_size - 1
+        pieces, run = [], []
+        for token in ids:
+            if token < self.tokenizer.vocab_size:
+                run.append(token)
+                continue
+            pieces += [self.tokenizer.decode(run), f"<extra_id_{top - token}>"]
+            run = []
+        return "".join(pieces + [self.tokenizer.decode(run)])
 
 
 def stream_text(tokens: Iterable[int], decode: Callable[[list[int]], str], eos_id: Optional[int],
