@@ -61,6 +61,15 @@ def sample_next_token(logits_BV: torch.Tensor, temperature: float = 1.0, top_k: 
     return torch.multinomial(logits_BV.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
 
+def _hold_finished(next_B: torch.Tensor, finished_B: torch.Tensor, eos_id: Optional[int]) -> torch.Tensor:
+    """Rows that already produced `eos_id` keep yielding it; marks new finishers in place."""
+    if eos_id is None:
+        return next_B
+    next_B = next_B.masked_fill(finished_B, eos_id)
+    finished_B |= next_B == eos_id
+    return next_B
+
+
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, eos_id: Optional[int] = None,
@@ -95,10 +104,8 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
             hidden_BD = model.hidden_states(input_ids_BT, kv_cache)[:, -1]
             logits_BV = model.output(hidden_BD).float()
             logits_BV = apply_repetition_penalty(logits_BV, seen_BS[:, :prompt_len + step], repetition_penalty)
-            next_B = sample_next_token(logits_BV, temperature, top_k, top_p, generator)
-            if eos_id is not None:
-                next_B = next_B.masked_fill(finished_B, eos_id)
-                finished_B |= next_B == eos_id
+            next_B = _hold_finished(sample_next_token(logits_BV, temperature, top_k, top_p, generator),
+                                    finished_B, eos_id)
             yield next_B
             if eos_id is not None and bool(finished_B.all()):
                 return
@@ -138,10 +145,8 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
         next_B1 = torch.full((batch_size, 1), decoder_start_id, dtype=torch.long, device=input_ids_BT.device)
         for _ in range(max_new_tokens):
             logits_BV = model.decode(next_B1, cache=cache)[:, -1].float()
-            next_B = sample_next_token(logits_BV, temperature, top_k, top_p, generator)
-            if eos_id is not None:
-                next_B = next_B.masked_fill(finished_B, eos_id)
-                finished_B |= next_B == eos_id
+            next_B = _hold_finished(sample_next_token(logits_BV, temperature, top_k, top_p, generator),
+                                    finished_B, eos_id)
             yield next_B
             if eos_id is not None and bool(finished_B.all()):
                 return
