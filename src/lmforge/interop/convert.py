@@ -113,7 +113,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = Fal
     The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` (``AutoModelForMaskedLM``
     for BERT; no missing or unexpected keys) and ``AutoTokenizer.from_pretrained(out_dir)``; weights are fp32.
     """
-    transformers = _import_transformers()
+    _import_transformers()  # fail before loading anything when the transformers extra is missing
     model, tokenizer, ckpt_dir = ckpt.load_checkpoint(checkpoint)
     cfg = model.config
     with _atomic_output(out_dir, overwrite, ckpt_dir) as tmp:
