@@ -29,21 +29,47 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
 
+option = _f  # public name for step option dataclasses outside this file
+
+
 # --------------------------------------------------------------------------- data
+
+
+@dataclass
+class CrawlConfig:
+    """A polite web crawl (source kind ``crawl``): robots.txt, per-host rate limit, retries."""
+
+    start_urls: list[str] = _f([], "URLs the crawl starts from")
+    max_pages: int = _f(100, "stop after fetching this many pages")
+    max_depth: int = _f(2, "follow links at most this many hops from a start URL")
+    same_domain: bool = _f(True, "only follow links to the start URLs' hosts")
+    delay_seconds: float = _f(1.0, "minimum seconds between two requests to the same host")
+    retries: int = _f(3, "retries of a failed request (connection error, 429, 5xx)")
+    backoff_seconds: float = _f(1.0, "first retry waits this long, doubling each retry")
+    timeout_seconds: float = _f(10.0, "per-request timeout")
+    user_agent: str = _f("lmforge-crawler/0.1 (+https://github.com/lmforge/lmforge)",
+                         "User-Agent header; robots.txt rules for it are obeyed")
+    max_bytes: int = _f(5_000_000, "skip (count) a response larger than this")
 
 
 @dataclass
 class SourceConfig:
     """Where raw documents come from."""
 
-    kind: Literal["stdlib", "text", "jsonl", "parquet"] = _f(
+    kind: Literal["stdlib", "text", "jsonl", "parquet", "csv", "html", "warc", "wikipedia", "pdf",
+                  "epub", "crawl"] = _f(
         "stdlib", "stdlib: this Python's own standard-library .py files (no download); "
-        "text: text files, directories or globs; jsonl: JSON lines (.gz too); parquet: Parquet files")
-    paths: list[str] = _f([], "files, directories or glob patterns (not used by stdlib)")
-    text_field: str = _f("text", "JSONL/Parquet field that holds the document text")
+        "text: text/Markdown files, directories or globs; jsonl: JSON lines (.gz, .zst too); "
+        "parquet: Parquet files; csv: CSV files (one row per document); html: HTML files (main text "
+        "extracted); warc: WARC archives (.warc, .warc.gz); wikipedia: a MediaWiki XML dump (.xml, "
+        ".bz2, .gz), wikitext reduced to plain text; pdf: the text layer of PDF files; epub: EPUB books; "
+        "crawl: a polite web crawl (see crawl.*)")
+    paths: list[str] = _f([], "files, directories or glob patterns (not used by stdlib or crawl)")
+    text_field: str = _f("text", "JSONL/Parquet field or CSV column that holds the document text")
     on_error: Literal["raise", "skip"] = _f(
         "raise", "raise: stop at the first bad document; skip: count and record it, go on")
     max_documents: int = _f(0, "stop after this many documents (0 = all)")
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
 
 
 @dataclass
@@ -54,6 +80,58 @@ class PrepareConfig:
     out_dir: str = _f("runs/quickstart/documents", "where train.jsonl, val.jsonl and stats.json go")
     val_fraction: float = _f(0.05, "fraction of files (documents) held out for validation")
     split_seed: int = _f(0, "seed of the deterministic train/val split (by file)")
+
+
+@dataclass
+class DataOutputConfig:
+    """Where `lmforge data run` writes kept documents (ready for `lmforge prepare`)."""
+
+    dir: str = _f("runs/data", "output directory: shards, stats.json, rejects and markers go here")
+    format: Literal["jsonl", "parquet"] = _f("jsonl", "format of the output shards")
+    val_fraction: float = _f(0.01, "fraction of kept documents written to the val split (by content hash)")
+    split_seed: int = _f(0, "seed of the deterministic train/val split")
+    write_rejects: bool = _f(True, "write dropped documents with their step and reason to rejects/")
+
+
+@dataclass
+class DataRunConfig:
+    """`lmforge data run PIPELINE.yaml`: read a source, run the steps in order, write shards."""
+
+    input: SourceConfig = field(default_factory=lambda: SourceConfig(kind="text", on_error="skip"))
+    steps: list[dict] = _f([], "ordered steps, each a mapping {step: NAME, ...its options}; "
+                               "`lmforge data steps` lists them")
+    output: DataOutputConfig = field(default_factory=DataOutputConfig)
+    executor: Literal["local", "ray"] = _f("local", "local: a process pool on this machine; "
+                                                    "ray: tasks on a Ray cluster (pip install lmforge[ray])")
+    workers: int = _f(0, "parallel shard workers (0 = one per CPU core)")
+    ray_address: str = _f("", "Ray cluster address ('' starts a local Ray instance)")
+
+
+@dataclass
+class DataReportConfig:
+    """`lmforge data report DIR`: what each step removed, and a plot of the distributions."""
+
+    dir: str = _f("runs/data", "the output directory of `lmforge data run`")
+    plot: str = _f("", "PNG to write (default: DIR/report.png)")
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """`lmforge data train-classifier`: a hashed n-gram logistic regression on labelled JSONL."""
+
+    data: str = _f("", "JSONL file of labelled examples")
+    text_field: str = _f("text", "field holding the text")
+    label_field: str = _f("label", "field holding the label: 1/true = flag (drop), 0/false = keep")
+    out: str = _f("runs/classifier/model.npz", "where the trained classifier is written")
+    val_fraction: float = _f(0.2, "held-out fraction for the precision/recall report")
+    num_buckets: int = _f(1 << 20, "hashed feature space size")
+    word_ngrams: int = _f(2, "word n-grams 1..N are features")
+    char_ngrams: int = _f(0, "character n-grams 3..N are features (0 = off)")
+    epochs: int = _f(10, "passes over the training split")
+    lr: float = _f(0.5, "learning rate of the SGD/Adagrad updates")
+    l2: float = _f(1e-6, "L2 weight decay")
+    threshold: float = _f(0.5, "probability at or above which a text is flagged")
+    seed: int = _f(0, "seed of the split and the shuffling")
 
 
 @dataclass
