@@ -96,6 +96,45 @@ def _run_convert(cfg: C.ConvertConfig) -> None:
     print(f"wrote {out}")
 
 
+def _run_data_run(cfg: C.DataRunConfig) -> None:
+    from lmforge.data.pipeline import format_report, run_pipeline
+
+    stats = run_pipeline(cfg)
+    print(format_report(stats))
+    print(f"wrote {cfg.output.dir} (stats.json; `lmforge data report {cfg.output.dir}` plots it)")
+
+
+def _run_data_report(cfg: C.DataReportConfig) -> None:
+    import os
+
+    from lmforge.data.pipeline import format_report, load_stats, write_report_plot
+
+    stats = load_stats(cfg.dir)
+    print(format_report(stats))
+    print(f"wrote {write_report_plot(stats, cfg.plot or os.path.join(cfg.dir, 'report.png'))}")
+
+
+def _run_data_classifier(cfg: C.ClassifierTrainConfig) -> None:
+    from lmforge.data.safety.classifier import format_classifier_report, train_classifier
+
+    print(format_classifier_report(train_classifier(cfg)))
+
+
+def _describe_data_steps() -> str:
+    import dataclasses
+
+    from lmforge.data.steps import CorpusStep, registered_steps
+
+    lines = []
+    for name, spec in registered_steps().items():
+        kind = "corpus" if issubclass(spec.step_cls, CorpusStep) else "document"
+        lines.append(f"{name}  ({kind} step) {spec.summary}")
+        for f in dataclasses.fields(spec.options_cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"    {f.name}: {default!r}  {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
 def _run_quickstart(cfg: C.QuickstartConfig) -> None:
     from lmforge.quickstart import quickstart
 
@@ -116,12 +155,22 @@ VERBS: dict[str, Verb] = {
                        "prepare -> tokenizer -> encode -> pretrain -> evaluate -> generate on the stdlib"),
 }
 
+# `lmforge data VERB`: the data pipeline. Positional "config" means the YAML file itself.
+DATA_VERBS: dict[str, Verb] = {
+    "run": Verb(C.DataRunConfig, _run_data_run, "run a data pipeline (YAML: input, steps, output)",
+                positional="config"),
+    "report": Verb(C.DataReportConfig, _run_data_report, "table and PNG plot of what each step removed",
+                   positional="dir"),
+    "train-classifier": Verb(C.ClassifierTrainConfig, _run_data_classifier,
+                             "train the hashed n-gram content classifier on labelled JSONL", positional="data"),
+}
+
 
 def _add_options(parser: argparse.ArgumentParser, verb: Verb) -> None:
     parser.add_argument("--config", metavar="YAML", help="recipe to load before the options below")
     if verb.positional:
         parser.add_argument("positional", nargs="?", metavar=verb.positional.upper(),
-                            help=f"same as --{verb.positional}")
+                            help="the YAML recipe" if verb.positional == "config" else f"same as --{verb.positional}")
     for dotted, tp, default, help_text in C.iter_fields(verb.config_cls):
         shown = json.dumps(default) if not isinstance(default, str) else repr(default)
         nargs = "*" if C.type_name(tp).startswith("a list") else None
@@ -139,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, verb in VERBS.items():
         _add_options(sub.add_parser(name, help=verb.summary, description=verb.summary), verb)
     sub.add_parser("models", help="list model presets with parameter counts and FLOPs/token")
+    data = sub.add_parser("data", help="collect, clean, filter, dedup text: `lmforge data run pipeline.yaml`",
+                          description="the data pipeline")
+    data_sub = data.add_subparsers(dest="data_verb", metavar="DATA_VERB")
+    for name, verb in DATA_VERBS.items():
+        _add_options(data_sub.add_parser(name, help=verb.summary, description=verb.summary), verb)
+    data_sub.add_parser("steps", help="list the pipeline steps and their options")
     return parser
 
 
@@ -149,16 +204,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     if verb_name is None:
         parser.print_help()
         return 2
+    data_verb = args.pop("data_verb", None)
+    if verb_name == "data":
+        if data_verb is None:
+            parser.parse_args(["data", "--help"])
+        verb_name = f"data {data_verb}"
     try:
         if verb_name == "models":
             from lmforge.models import describe_presets
 
             print(describe_presets())
             return 0
-        verb = VERBS[verb_name]
+        if verb_name == "data steps":
+            print(_describe_data_steps())
+            return 0
+        verb = DATA_VERBS[data_verb] if data_verb else VERBS[verb_name]
         yaml_path = args.pop("config", None)
         positional = args.pop("positional", None)
-        if positional is not None:
+        if positional is not None and verb.positional == "config":
+            yaml_path = positional
+        elif positional is not None:
             args[verb.positional] = positional
         cfg = C.load_config(verb.config_cls, yaml_path, args)
         verb.run(cfg)
