@@ -35,7 +35,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/data_filters.py
+	$(PY) benchmarks/dedup.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
