@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import random
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from lmforge.data.dedup.bloom import BloomFilter, bloom_num_bits, bloom_num_hashes
 from lmforge.data.dedup.exact import ExactDedup, ExactDedupOptions
 from lmforge.data.dedup.hashing import digest64, mix64, ngram_hashes, word_hashes
 from lmforge.data.dedup.lines import LineDedup, LineDedupOptions, join_units, split_units
-from lmforge.data.dedup.minhash import MinHashDedup, MinHashDedupOptions
+from lmforge.data.dedup.minhash import MinHashDedup, MinHashDedupOptions, MinHashFingerprint
 from lmforge.data.dedup.normalize import normalize_text
 from lmforge.data.dedup.signature import (MERSENNE_PRIME, affine_mod_mersenne, band_keys,
                                           candidate_probability, estimated_jaccard,
@@ -94,6 +96,19 @@ def test_normalize_text_folds_form_case_and_space() -> None:
     assert normalize_text("end.Start a_b", strip_punctuation=True) == "end start a b"
     assert normalize_text("page 12 of ٣٤", normalize_digits=True) == "page 00 of 00"
     assert normalize_text(" \n\t ") == ""
+
+
+def test_normalize_text_ascii_fast_path_matches_general_path() -> None:
+    # Appending a non-ASCII word sends the same text down the general (regex) path.
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)]
+    for _ in range(1500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 25)))
+        for strip in (False, True):
+            for digits in (False, True):
+                fast = normalize_text(text, strip_punctuation=strip, normalize_digits=digits)
+                general = normalize_text(text + " é", strip_punctuation=strip, normalize_digits=digits)
+                assert general == (fast + " é").lstrip(), (text, strip, digits)
 
 
 def test_digest64_is_blake2b_little_endian() -> None:
@@ -298,7 +313,7 @@ def test_minhash_clusters_are_transitive_and_keep_the_first() -> None:
 def test_minhash_verify_threshold_rejects_low_similarity_candidates() -> None:
     # 112 bands of one row: a pair with J = 0.6 is a candidate almost surely (1 - 0.4^112).
     docs = [Document("a", " ".join(BASE_WORDS)), Document("b", " ".join(replaced_every(BASE_WORDS, 20, "z")))]
-    loose = MinHashDedupOptions(num_bands=112, rows_per_band=1)
+    loose = MinHashDedupOptions(num_bands=112, rows_per_band=1, verify_threshold=None)
     kept, dropped = run_corpus_step(MinHashDedup(loose), [docs])
     assert sorted(kept) == ["a"] and dropped == {"b": Drop("near_duplicate", "of a")}
     verified = MinHashDedupOptions(num_bands=112, rows_per_band=1, verify_threshold=0.8)
@@ -311,14 +326,17 @@ def test_minhash_verify_threshold_rejects_low_similarity_candidates() -> None:
 
 
 def test_minhash_fingerprint_is_compact_and_pickles() -> None:
-    step = MinHashDedup(MinHashDedupOptions())
-    fingerprint = step.fingerprint(Document("x", " ".join(BASE_WORDS)))
+    unverified = MinHashDedup(MinHashDedupOptions(verify_threshold=None))
+    fingerprint = unverified.fingerprint(Document("x", " ".join(BASE_WORDS)))
     assert len(fingerprint.band_keys) == 14 * 16 and fingerprint.signature == b""
     assert len(pickle.dumps(fingerprint)) < 400
+    step = MinHashDedup(MinHashDedupOptions())  # verifies by default: the signature travels too
+    fingerprint = step.fingerprint(Document("x", " ".join(BASE_WORDS)))
+    assert len(fingerprint.band_keys) == 14 * 16 and len(fingerprint.signature) == 112 * 8
+    assert len(pickle.dumps(fingerprint)) < 1300
     clone = pickle.loads(pickle.dumps(step))
     assert clone.fingerprint(Document("x", " ".join(BASE_WORDS))) == fingerprint
-    verified = MinHashDedup(MinHashDedupOptions(verify_threshold=0.8))
-    assert len(verified.fingerprint(Document("x", "a b c d e f")).signature) == 112 * 8
+    assert step.fingerprint(Document("empty", "?!")) == MinHashFingerprint("empty", b"", b"")
 
 
 def test_minhash_options_are_validated() -> None:
@@ -389,3 +407,35 @@ def test_line_dedup_min_chars_is_validated() -> None:
         LineDedup(LineDedupOptions(min_chars=0))
     with pytest.raises(ConfigError, match=r"steps\[0\]\.unit"):
         build_step({"step": "line_dedup", "unit": "sentence"}, 0)
+
+
+# --------------------------------------------------------------------------- Bloom filter mode
+
+
+def test_bloom_filter_sizing_follows_the_formula() -> None:
+    # m = -n ln p / (ln 2)^2 = 1e6 * 4.60517 / 0.480453 = 9,585,058.4 -> 9,585,059; k = round(9.585 * 0.693) = 7.
+    assert bloom_num_bits(1_000_000, 0.01) == 9_585_059
+    assert bloom_num_hashes(9_585_059, 1_000_000) == 7
+    assert bloom_num_bits(1000, 0.001) == 14_378  # 1000 * 6.90776 / 0.480453 = 14,377.6
+
+
+def test_bloom_filter_false_positive_rate_is_near_target() -> None:
+    bloom = BloomFilter(5000, 0.01)
+    digests = [hashlib.blake2b(f"doc {i}".encode(), digest_size=16).digest() for i in range(10_000)]
+    # While filling, the false-positive rate climbs from 0 to 1%, so a few adds say "seen".
+    assert sum(bloom.add(d) for d in digests[:5000]) < 50
+    assert all(d in bloom for d in digests[:5000])  # no false negatives, ever
+    false_positives = sum(d in bloom for d in digests[5000:])
+    assert 20 <= false_positives <= 80  # 1% of 5000 = 50 expected
+
+
+def test_exact_dedup_bloom_mode_drops_the_same_copies() -> None:
+    step = ExactDedup(ExactDedupOptions(bloom_false_positive_rate=1e-6))
+    kept, dropped = run_corpus_step(step, split_into(EXACT_CORPUS, [2, 4]))
+    assert sorted(kept) == ["a", "b", "d"]
+    assert set(dropped) == {"c", "e", "f"}
+    assert dropped["c"] == Drop("exact_duplicate", "of an earlier document (Bloom filter)")
+    sized = ExactDedup(ExactDedupOptions(bloom_false_positive_rate=1e-6, bloom_capacity=100))
+    assert set(run_corpus_step(sized, [EXACT_CORPUS])[1]) == {"c", "e", "f"}
+    with pytest.raises(ConfigError, match="bloom_false_positive_rate"):
+        ExactDedup(ExactDedupOptions(bloom_false_positive_rate=1.0))

@@ -61,12 +61,12 @@ def affine_mod_mersenne(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
     low &= _P
     total += low
     total += b  # < 2**63 + 2**61: no wrap
-    # One fold leaves a value in [0, p + 3]; (v + 1) >> 61 is 1 exactly when v >= p.
+    # One fold leaves v in [0, p + 3]. For v >= p the answer is v - p; for v < p, v - p wraps
+    # around to above 2**63, so the minimum of the two is the reduced value.
     folded = total & _P
     total >>= np.uint64(61)
     folded += total
-    folded += (folded + np.uint64(1)) >> np.uint64(61)
-    folded &= _P
+    np.minimum(folded, folded - _P, out=folded)
     return folded
 
 
