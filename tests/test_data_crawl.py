@@ -271,6 +271,18 @@ def test_retry_after_is_honoured_and_a_long_one_fails_fast():
     assert "Retry-After 3600 s" in items[1].message
 
 
+def test_timeout_is_retried():
+    def slow_then_fast(n: int) -> Reply:
+        if n == 0:
+            time.sleep(0.6)  # longer than the client's 0.2 s timeout
+        return html("<p>Finally.</p>")(n)
+
+    with serve({"/": slow_then_fast}) as (site,):
+        items = run(config(site, timeout_seconds=0.2, retries=1, backoff_seconds=0.01, delay_seconds=0.0))
+    assert outcomes(items, site.base) == [("/", "doc")]
+    assert site.paths() == ["/robots.txt", "/", "/"]
+
+
 def test_delay_seconds_applies_when_larger_than_crawl_delay():
     routes = {"/robots.txt": lambda n: (200, {}, ROBOTS),
               "/": html('<p>Home.</p><a href="/a">a</a><a href="/b">b</a>'), "/a": html("<p>A.</p>"),
