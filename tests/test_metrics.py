@@ -102,3 +102,63 @@ def test_progress_reporter_disabled_prints_nothing():
     progress.write("hidden")
     progress.close()
     assert stream.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- encoder-decoder FLOPs
+
+TINY_T5 = dict(family="t5", vocab_size=32, max_seq_len=16, dim=8, num_layers=1, num_heads=2, hidden_dim=16,
+               feed_forward="relu", tie_embeddings=True, bias=False, norm_eps=1e-6)
+
+
+def test_encoder_decoder_flops_by_hand():
+    from lmforge.config import ModelConfig
+    from lmforge.models.sizing import encoder_decoder_flops, flops_per_token
+
+    cfg = ModelConfig(**TINY_T5)
+    # D=8, H·Q=2·4=8, F=16, V=32, one layer per stack.
+    # encoder: q,k,v,o 4·8·8=256 + MLP 2·8·16=256 + 2 norms 16 + final norm 8 = 536
+    # cross-attention k,v (run over the encoder output, per input token): 2·8·8 = 128
+    # decoder rest: self-attn 256 + cross q,o 128 + MLP 256 + 3 norms 24 + final norm 8 = 672; head 8·32 = 256
+    # per input token:  6·(536+128) + 12·1·8·T_in            = 3984 + 576  = 4560   (T_in = 6)
+    # per target token: 6·(672+256) + 12·1·8·(T_out + T_in)  = 5568 + 864  = 6432   (T_out = 3)
+    assert encoder_decoder_flops(cfg, inputs_len=6, targets_len=3) == 6 * 4560 + 3 * 6432 == 46_656
+    # equal lengths give back the old per-target-token figure
+    assert encoder_decoder_flops(cfg, 16, 16) == 16 * flops_per_token(cfg, 16)
+    with pytest.raises(Exception, match="family t5"):
+        encoder_decoder_flops(ModelConfig(preset="llama-tiny", vocab_size=64), 4, 4)
+
+
+def test_span_corruption_flops_per_raw_token_by_hand():
+    from types import SimpleNamespace
+
+    from lmforge.config import ModelConfig
+    from lmforge.models.sizing import flops_per_token
+    from lmforge.train.tasks import SpanCorruptionTask
+
+    cfg = ModelConfig(**{**TINY_T5, "vocab_size": 132})  # 32 tokenizer ids + 100 sentinels
+    task = SpanCorruptionTask(SimpleNamespace(vocab_size=32, eos_id=2, pad_id=1), cfg.vocab_size)
+    # seq_len 16: a raw chunk of 17 tokens has round(17·0.15) = 3 noise tokens in round(3/3) = 1 span,
+    # so inputs 17-3+1+1 = 16 and targets 3+1+2 = 6 (sentinel, closing sentinel, eos)
+    assert task.window_len(16) == 17
+    # the head is now 8·132 = 1056 weights: per input token 6·664 + 12·8·16 = 5520,
+    # per target token 6·(672+1056) + 12·8·(6+16) = 12480
+    expected = (16 * 5520 + 6 * 12480) / 17
+    assert task.flops_per_token(cfg, 16) == pytest.approx(expected, rel=1e-12)
+    # what the loop multiplied before: every raw token charged a full-length target
+    assert flops_per_token(cfg, 16) / task.flops_per_token(cfg, 16) > 1.6
+
+
+def test_span_corruption_mfu_at_t5_small_lengths_is_below_the_old_figure():
+    from types import SimpleNamespace
+
+    from lmforge.config import ModelConfig
+    from lmforge.models import resolve_model_config
+    from lmforge.models.sizing import encoder_decoder_flops, flops_per_token
+    from lmforge.train.tasks import SpanCorruptionTask
+
+    cfg = resolve_model_config(ModelConfig(preset="t5-small"))
+    task = SpanCorruptionTask(SimpleNamespace(vocab_size=32_000, eos_id=1, pad_id=0), cfg.vocab_size)
+    honest = task.flops_per_token(cfg, 512)
+    assert honest == encoder_decoder_flops(cfg, 512, 115) / 568
+    tokens_per_second, peak = 100_000.0, 312e12
+    assert mfu(tokens_per_second, honest, peak) < 0.6 * mfu(tokens_per_second, flops_per_token(cfg, 512), peak)

@@ -15,6 +15,20 @@
   only if it has all five (an lmforge export does); otherwise pass ``tokenizer_dir`` with an
   lmforge tokenizer for the model's vocabulary. A checkpoint never lacks a tokenizer.
 
+T5: lmforge's span corruption uses the top 100 ids of the model's vocabulary as sentinels
+(``<extra_id_0>`` = vocab_size - 1, T5's convention), ids our tokenizer does not have. The
+export adds them to tokenizer.json as special tokens ``<extra_id_0>``..``<extra_id_99>`` at
+exactly those ids (so ``tokenizer.decode`` shows them) and the import takes them out again
+(the lmforge tokenizer comes back identical). config.json carries the tokenizer's pad and eos
+ids, pad doubling as decoder start, as ``SpanCorruptionTask`` trains.
+
+BERT heads: an lmforge BERT checkpoint holds the MLM head or a classifier; which one is the
+``head`` field of its config.json (``interop.hf.BERT_HEADS``: masked_lm,
+sequence_classification, token_classification), read off the weights when absent. It
+exports to the HF class of that name with ``num_labels`` and ``id2label`` (the checkpoint's
+``id2label`` field, else LABEL_i); the import picks the head from config.json's
+``architectures`` and writes ``head`` and ``id2label`` back.
+
 Both directions go through ``lmforge.interop.hf`` (config conversion and the weight mapping),
 so a family added there converts here without changes. Output is assembled in a temporary
 sibling directory and renamed into place: a failure leaves no output directory behind.
@@ -22,6 +36,7 @@ sibling directory and renamed into place: a failure leaves no output directory b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -44,6 +59,15 @@ HF_INDEX = "model.safetensors.index.json"
 HF_TOKENIZER = "tokenizer.json"
 # Buffers older transformers versions stored next to the weights; they carry no parameters.
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+# Checkpoint config.json fields (beside "model") that say which BERT head and labels it has.
+HEAD_FIELD, LABELS_FIELD = "head", "id2label"
+NUM_SENTINELS = 100  # as lmforge.train.tasks.SpanCorruptionTask (checked by a test)
+
+
+def sentinel_token(index: int) -> str:
+    """T5's name of sentinel ``index`` (Raffel et al. 2020, sec. 3.1.4; HF's ``<extra_id_N>``)."""
+    return f"<extra_id_{index}>"
 
 
 # --------------------------------------------------------------------------- output directory
@@ -89,17 +113,53 @@ def _import_transformers() -> Any:
 # --------------------------------------------------------------------------- export
 
 
-def _tokenizer_files(tokenizer: Any, ckpt_dir: Path, out: Path, max_seq_len: int) -> None:
-    """tokenizer.json (copied byte for byte) plus the two small files AutoTokenizer reads."""
+def _with_sentinels(tokenizer_json: dict[str, Any], tokenizer_vocab_size: int, model_vocab_size: int,
+                    ckpt_dir: Path) -> dict[str, Any]:
+    """``tokenizer_json`` with the T5 sentinels: ``<extra_id_i>`` at id model_vocab_size - 1 - i, in
+    the model's vocabulary (so the id is kept when the file loads; an added token alone would be
+    renumbered to the next free id) and among the added special tokens."""
+    first = model_vocab_size - NUM_SENTINELS
+    if first < tokenizer_vocab_size:
+        raise ConfigError(f"checkpoint '{ckpt_dir}': a t5 model needs {NUM_SENTINELS} sentinel ids above the "
+                          f"tokenizer's {tokenizer_vocab_size}, but model.vocab_size is {model_vocab_size}: "
+                          f"it must be at least {tokenizer_vocab_size + NUM_SENTINELS}")
+    vocab = tokenizer_json["model"]["vocab"]
+    clash = [sentinel_token(i) for i in range(NUM_SENTINELS) if sentinel_token(i) in vocab]
+    if clash:
+        raise ConfigError(f"checkpoint '{ckpt_dir}': the tokenizer already has {clash[0]} as an ordinary "
+                          "token, so the T5 sentinels cannot take that name")
+    for index in range(NUM_SENTINELS):
+        token_id = model_vocab_size - 1 - index
+        vocab[sentinel_token(index)] = token_id
+        tokenizer_json["added_tokens"].append({"id": token_id, "content": sentinel_token(index), "single_word": False,
+                                               "lstrip": False, "rstrip": False, "normalized": False,
+                                               "special": True})
+    return tokenizer_json
+
+
+def _tokenizer_files(tokenizer: Any, ckpt_dir: Path, out: Path, cfg: Any) -> None:
+    """tokenizer.json (copied byte for byte; for t5 with the sentinels added) plus the two small
+    files AutoTokenizer reads."""
     if tokenizer.native_file != HF_TOKENIZER:
         raise ConfigError(f"checkpoint '{ckpt_dir}' has a {tokenizer.kind} (SentencePiece) tokenizer: only "
                           "byte_bpe, wordpiece, word and char tokenizers export to HF format for now")
-    shutil.copyfile(ckpt_dir / ckpt.TOKENIZER_DIR / HF_TOKENIZER, out / HF_TOKENIZER)
+    source = ckpt_dir / ckpt.TOKENIZER_DIR / HF_TOKENIZER
+    extra: dict[str, Any] = {}
+    if cfg.family == "t5":
+        tokenizer_json = _with_sentinels(json.loads(source.read_text(encoding="utf-8")), tokenizer.vocab_size,
+                                         cfg.vocab_size, ckpt_dir)
+        (out / HF_TOKENIZER).write_text(json.dumps(tokenizer_json, ensure_ascii=False), encoding="utf-8")
+        # transformers >= 5 reads extra_special_tokens, 4.x additional_special_tokens
+        sentinels = [sentinel_token(i) for i in range(NUM_SENTINELS)]
+        extra = {"extra_special_tokens": sentinels, "additional_special_tokens": sentinels}
+    else:
+        shutil.copyfile(source, out / HF_TOKENIZER)
     special = {f"{role}_token": token for role, token in tokenizer.special_tokens.items()}
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special,
-        "model_max_length": max_seq_len,
+        **extra,
+        "model_max_length": cfg.max_seq_len,
         # Our decoders already produce the text; HF's cleanup would glue " ." into ".".
         "clean_up_tokenization_spaces": False,
     }
@@ -107,24 +167,74 @@ def _tokenizer_files(tokenizer: Any, ckpt_dir: Path, out: Path, max_seq_len: int
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
 
 
+def load_checkpoint_with_head(checkpoint: str | Path) -> tuple[torch.nn.Module, Any, Path, dict[str, Any]]:
+    """``(model, tokenizer, ckpt_dir, labels)`` like ``checkpoint.load_checkpoint``, but a BERT
+    checkpoint is built with its own head (see the module docstring: the ``head`` field, else the
+    weights' names); ``labels`` is the checkpoint's ``id2label`` ({} when it has none)."""
+    from safetensors import safe_open
+
+    from lmforge.tokenize import load_tokenizer
+
+    ckpt_dir = ckpt.resolve_checkpoint(checkpoint)
+    cfg = ckpt.read_model_config(ckpt_dir)
+    if cfg.family != "bert":
+        model, tokenizer, ckpt_dir = ckpt.load_checkpoint(ckpt_dir)
+        return model, tokenizer, ckpt_dir, {}
+    raw = json.loads((ckpt_dir / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
+    try:
+        with safe_open(str(ckpt_dir / ckpt.MODEL_FILE), "pt") as weights:
+            keys = set(weights.keys())
+        head = hf.bert_head_of_weights(keys, cfg.num_labels)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint '{ckpt_dir}': {err}") from None
+    except Exception as err:  # safetensors raises several types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' has an unreadable {ckpt.MODEL_FILE} "
+                              f"({type(err).__name__}: {err}): use another checkpoint") from None
+    named = raw.get(HEAD_FIELD, head)
+    if named != head:
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' says {HEAD_FIELD} '{named}' but its weights are those of "
+                              f"a {head} model: fix the {HEAD_FIELD} field of its {ckpt.CONFIG_FILE} "
+                              f"(one of {', '.join(hf.BERT_HEADS)})")
+    from lmforge.models import bert
+
+    model = getattr(bert, hf.BERT_HEADS[head])(cfg)
+    ckpt.load_weights(model, ckpt_dir)
+    labels = {int(i): str(label) for i, label in (raw.get(LABELS_FIELD) or {}).items()}
+    return model.eval(), load_tokenizer(ckpt_dir / ckpt.TOKENIZER_DIR), ckpt_dir, labels
+
+
 def export_hf(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write our checkpoint (or a run directory's newest one) as an HF-format directory.
 
     The result loads with ``AutoModelForCausalLM.from_pretrained(out_dir)`` (``AutoModelForMaskedLM``
-    for BERT; no missing or unexpected keys) and ``AutoTokenizer.from_pretrained(out_dir)``; weights are fp32.
+    for a BERT MLM, ``AutoModelForSequenceClassification`` / ``...TokenClassification`` for a BERT
+    classifier, ``T5ForConditionalGeneration`` for T5; no missing or unexpected keys) and
+    ``AutoTokenizer.from_pretrained(out_dir)``; weights are fp32.
     """
     _import_transformers()  # fail before loading anything when the transformers extra is missing
-    model, tokenizer, ckpt_dir = ckpt.load_checkpoint(checkpoint)
+    model, tokenizer, ckpt_dir, labels = load_checkpoint_with_head(checkpoint)
     cfg = model.config
     with _atomic_output(out_dir, overwrite, ckpt_dir) as tmp:
-        _tokenizer_files(tokenizer, ckpt_dir, tmp, cfg.max_seq_len)  # fails fast for SentencePiece kinds
+        _tokenizer_files(tokenizer, ckpt_dir, tmp, cfg)  # fails fast for SentencePiece kinds
         # The family's own HF class (BertForMaskedLM for bert, ...ForCausalLM for decoders), then
         # save_pretrained: HF decides the file names, drops tied heads and writes
         # generation_config.json, so whatever a family needs is right by construction.
         hf_model = hf.to_hf_model(model, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                                  pad_id=tokenizer.pad_id)
+                                  pad_id=tokenizer.pad_id, id2label=labels or None)
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
+        if cfg.family == "t5" and not cfg.tie_embeddings:
+            _write_untied_t5_config(tmp / HF_CONFIG)
     return Path(out_dir)
+
+
+def _write_untied_t5_config(path: Path) -> None:
+    """Say ``tie_word_embeddings: false`` in a T5 v1.1 (untied) export's config.json, as the
+    google/t5-v1_1-* files do. transformers 5 keeps every T5 config tied in memory (and writes
+    that) but reads false back as "do not rescale"; transformers 4 would read true as "tie the
+    head to the embedding", which is wrong for v1.1."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tie_word_embeddings"] = False
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- import
@@ -186,14 +296,16 @@ def _load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def _check_tensors(hf_state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], tied: bool,
-                   hf_dir: Path) -> None:
+                   hf_dir: Path, optional: frozenset[str] = frozenset(), ignored: tuple[str, ...] = ()) -> None:
     """Every tensor the config implies is present with its shape; nothing else is (buffers aside).
 
     A tied tensor (the same storage under a second name: GPT-2/Llama ``lm_head.weight``, BERT's
-    ``cls.predictions.decoder.*``) may be left out, as ``save_pretrained`` does.
+    ``cls.predictions.decoder.*``, T5's ``encoder/decoder.embed_tokens``) may be left out, as
+    ``save_pretrained`` does; so may the names in ``optional``. Names starting with one of
+    ``ignored`` may be present and are not imported.
     """
     first_name: dict[int, str] = {}
-    optional = set()
+    optional = set(optional)
     for key, tensor in expected.items():
         if tensor.data_ptr() in first_name:
             optional.add(key)
@@ -202,7 +314,8 @@ def _check_tensors(hf_state: dict[str, torch.Tensor], expected: dict[str, torch.
     if missing:
         raise CheckpointError(f"'{hf_dir}' lacks {len(missing)} tensor(s) its {HF_CONFIG} implies "
                               f"(first: {', '.join(missing[:3])}): the weights do not match the config")
-    unexpected = [k for k in hf_state if k not in expected and not k.endswith(_IGNORED_SUFFIXES)]
+    unexpected = [k for k in hf_state if k not in expected and not k.endswith(_IGNORED_SUFFIXES)
+                  and not k.startswith(ignored)]
     if unexpected:
         raise CheckpointError(f"'{hf_dir}' has {len(unexpected)} tensor(s) its {HF_CONFIG} does not describe "
                               f"(first: {', '.join(sorted(unexpected)[:3])}): the weights do not match the config")
@@ -225,8 +338,31 @@ def _infer_kind(tokenizer_json: dict[str, Any]) -> str:
     raise TokenizerError(f"HF tokenizer model '{model_type}' has no lmforge kind (BPE, WordPiece, WordLevel)")
 
 
-def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Path) -> Any:
-    """Fill ``out`` with an lmforge tokenizer: ``tokenizer_dir`` if given, else the HF tokenizer.json."""
+def _without_sentinels(tokenizer_json: dict[str, Any], model_vocab_size: int, path: Path) -> dict[str, Any]:
+    """``tokenizer_json`` less the T5 sentinels an export added (see ``_with_sentinels``); TokenizerError
+    when they sit at other ids than lmforge's span corruption would use for this model."""
+    sentinels = {entry["content"]: entry["id"] for entry in tokenizer_json.get("added_tokens", [])
+                 if entry.get("content") in {sentinel_token(i) for i in range(NUM_SENTINELS)}}
+    if not sentinels:
+        return tokenizer_json
+    moved = [name for index in range(NUM_SENTINELS) if sentinels.get(name := sentinel_token(index))
+             != model_vocab_size - 1 - index]
+    if moved:
+        raise TokenizerError(f"'{path}' has T5 sentinels at other ids than lmforge uses ({moved[0]} should be "
+                             f"{model_vocab_size - 1 - int(moved[0][10:-1])}, the top ids of the model's "
+                             "vocabulary): pass tokenizer_dir (--tokenizer_dir) with an lmforge tokenizer")
+    tokenizer_json["added_tokens"] = [entry for entry in tokenizer_json["added_tokens"]
+                                      if entry["content"] not in sentinels]
+    vocab = (tokenizer_json.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        for name in sentinels:
+            vocab.pop(name, None)
+    return tokenizer_json
+
+
+def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Path, cfg: Any) -> Any:
+    """Fill ``out`` with an lmforge tokenizer: ``tokenizer_dir`` if given, else the HF tokenizer.json
+    (for t5 without the sentinels the export added)."""
     from tokenizers import Tokenizer as HFBackend
 
     from lmforge.tokenize import SPECIAL_TOKENS, load_tokenizer
@@ -241,8 +377,11 @@ def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Pat
         raise TokenizerError(f"'{hf_dir}' has no {HF_TOKENIZER}: pass tokenizer_dir (--tokenizer_dir) with an "
                              "lmforge tokenizer for this model's vocabulary")
     try:
-        backend = HFBackend.from_file(str(path))
-        kind = _infer_kind(json.loads(path.read_text(encoding="utf-8")))
+        tokenizer_json = json.loads(path.read_text(encoding="utf-8"))
+        if cfg.family == "t5":
+            tokenizer_json = _without_sentinels(tokenizer_json, cfg.vocab_size, path)
+        backend = HFBackend.from_str(json.dumps(tokenizer_json, ensure_ascii=False))
+        kind = _infer_kind(tokenizer_json)
     except LmforgeError:
         raise
     except Exception as err:
@@ -261,26 +400,42 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, overwrite: bool = False,
               tokenizer_dir: Optional[str | Path] = None) -> Path:
     """Write an HF-format directory (GPT-2, Llama, ... whatever `interop.hf` maps) as an lmforge
     checkpoint directory (no trainer state: it can be evaluated, sampled, exported, fine-tuned)."""
-    from lmforge.models import build_model
+    from lmforge.models import bert, build_model
 
     hf_dir = Path(hf_dir)
     if not (hf_dir / HF_CONFIG).is_file():
         raise CheckpointError(f"not an HF checkpoint directory: '{hf_dir}' has no {HF_CONFIG}")
     hf_cfg = _read_hf_config(hf_dir)
+    extra_config: dict[str, Any] = {}
+    head = "masked_lm"
     try:
         cfg = hf.model_config_from_hf(hf_cfg)
+        if cfg.family == "bert":
+            head = hf.bert_head_of_hf_config(hf_cfg)
+            if head != "masked_lm":
+                cfg = dataclasses.replace(cfg, num_labels=hf_cfg.num_labels)
+                extra_config = {HEAD_FIELD: head,
+                                LABELS_FIELD: {str(i): label for i, label in sorted(hf_cfg.id2label.items())}}
+            else:
+                extra_config = {HEAD_FIELD: head}
+        if cfg.family == "t5":
+            cfg = dataclasses.replace(cfg, max_seq_len=_t5_max_seq_len(hf_dir, cfg.max_seq_len))
     except ConfigError as err:
         raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
     files = _weight_files(hf_dir)
     with _atomic_output(out_dir, overwrite, hf_dir) as tmp:
-        tokenizer = _write_tokenizer(hf_dir, tokenizer_dir, tmp / ckpt.TOKENIZER_DIR)
+        tokenizer = _write_tokenizer(hf_dir, tokenizer_dir, tmp / ckpt.TOKENIZER_DIR, cfg)
         if tokenizer.vocab_size > cfg.vocab_size:
             raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                                   f"{cfg.vocab_size} embeddings: pass the tokenizer this model was trained with")
         hf_state = _load_safetensors(files)
-        model = build_model(cfg)
+        model = getattr(bert, hf.BERT_HEADS[head])(cfg) if cfg.family == "bert" else build_model(cfg)
         expected = hf.to_hf_state_dict(model.state_dict(), cfg)
-        _check_tensors(hf_state, expected, cfg.tie_embeddings, hf_dir)
+        # A T5 head saved without its own tensor is the shared embedding (transformers 5 ties it
+        # in every model it builds from a config; `from_hf_state_dict` then copies the embedding).
+        optional = frozenset({"lm_head.weight"}) if cfg.family == "t5" else frozenset()
+        ignored = hf.BERT_PRETRAINING_EXTRAS if cfg.family == "bert" and head == "masked_lm" else ()
+        _check_tensors(hf_state, expected, cfg.tie_embeddings, hf_dir, optional, ignored)
         if cfg.tie_embeddings and "lm_head.weight" in hf_state:
             embedding_key = next((k for k, v in expected.items()
                                   if k != "lm_head.weight" and v.data_ptr() == expected["lm_head.weight"].data_ptr()),
@@ -289,11 +444,22 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, overwrite: bool = False,
                 raise CheckpointError(f"'{hf_dir}' says tie_word_embeddings but its lm_head.weight differs from "
                                       f"{embedding_key}: set tie_word_embeddings false in {HF_CONFIG}")
         try:
-            ours = hf.from_hf_state_dict(hf_state, cfg)
+            ours = hf.from_hf_state_dict(hf_state, cfg, bert_head=head)
         except ConfigError as err:
             raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
         dtype = next(iter(ours.values())).dtype
         model.to(dtype).load_state_dict(ours, strict=True)
         ckpt.write_model_files(tmp, model, cfg, step=0,
-                               extra_config={"imported_from": {"hf_dir": str(hf_dir), "model_type": hf_cfg.model_type}})
+                               extra_config={**extra_config,
+                                             "imported_from": {"hf_dir": str(hf_dir), "model_type": hf_cfg.model_type}})
     return Path(out_dir)
+
+
+def _t5_max_seq_len(hf_dir: Path, default: int) -> int:
+    """T5's config has no length limit (relative positions); an lmforge export records ours as
+    tokenizer_config.json's model_max_length, so take it back from there when it is plausible."""
+    try:
+        value = json.loads((hf_dir / HF_TOKENIZER_CONFIG).read_text(encoding="utf-8")).get("model_max_length")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return default
+    return value if isinstance(value, int) and 0 < value <= 1_000_000 else default

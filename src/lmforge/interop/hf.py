@@ -118,11 +118,13 @@ def _our_shapes(cfg: ModelConfig) -> dict[str, torch.Size]:
         return {key: tensor.shape for key, tensor in Transformer(cfg).state_dict().items()}
 
 
-def from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The HF model's state dict -> ours (loadable with `model.load_state_dict(..., strict=True)`)."""
+def from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig,
+                       bert_head: str = "masked_lm") -> dict[str, torch.Tensor]:
+    """The HF model's state dict -> ours (loadable with `model.load_state_dict(..., strict=True)`);
+    for bert, that of the `bert_head` model (a `BERT_HEADS` key)."""
     cfg = resolve_model_config(cfg)
-    if cfg.family == "bert":  # the masked-LM model; `from_hf_model` handles the other heads
-        return _bert_from_hf_state_dict(hf_state_dict, cfg)
+    if cfg.family == "bert":
+        return _bert_from_hf_state_dict(hf_state_dict, cfg, BERT_HEADS[bert_head])
     if cfg.family == "t5":
         return _t5_from_hf_state_dict(hf_state_dict, cfg)
     shapes = _our_shapes(cfg)
@@ -278,14 +280,18 @@ def model_config_from_hf(config: Any) -> ModelConfig:
                       "bert or t5 model")
 
 
-def to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
-    """A `transformers` causal-LM with our model's weights (fp32, on CPU, in eval mode)."""
+def to_hf_model(model: torch.nn.Module, bos_id: int | None = None, eos_id: int | None = None,
+                pad_id: int | None = None, id2label: dict[int, str] | None = None) -> Any:
+    """The `transformers` model of our model's family and head with its weights (fp32, on CPU, in
+    eval mode): a causal LM for decoders, T5ForConditionalGeneration for t5, and for bert the
+    class named like ours (BertForMaskedLM / ...ForSequenceClassification / ...ForTokenClassification;
+    `id2label` names a classifier's labels, LABEL_i when not given)."""
+    config = hf_config(model.config, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
     if model.config.family == "bert":
-        return _bert_to_hf_model(model, **token_ids)
+        return _bert_to_hf_model(model, config, id2label)
     if model.config.family == "t5":
-        return _t5_to_hf_model(model, **token_ids)
+        return _t5_to_hf_model(model, config)
     transformers = _import_transformers()
-    config = hf_config(model.config, **token_ids)
     hf_model = getattr(transformers, HF_MODEL_CLASSES[model.config.family])(config)
     state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     hf_model.load_state_dict(to_hf_state_dict(state_dict, model.config), strict=True)
@@ -340,6 +346,47 @@ def _bert_hf_key(key: str) -> str:
     raise KeyError(f"no HF name for BERT key '{key}'")
 
 
+# Which head a BERT checkpoint has: the value of "head" in an lmforge checkpoint's config.json ->
+# our (and HF's) class name. Without that field the head is read off the weights (`bert_head_of_weights`).
+BERT_HEADS = {"masked_lm": "BertForMaskedLM", "sequence_classification": "BertForSequenceClassification",
+              "token_classification": "BertForTokenClassification"}
+
+
+def bert_head_of_weights(keys: set[str], num_labels: int) -> str:
+    """The BERT head (a `BERT_HEADS` key) whose state dict has these keys: `classifier.*` marks a
+    classifier, over the pooled first token (with `pooler.*`) or over every token (without);
+    `output.*` the MLM head. ConfigError when the keys fit none or contradict `num_labels`."""
+    if "classifier.weight" in keys:
+        head = "sequence_classification" if "pooler.weight" in keys else "token_classification"
+    elif "output.bias" in keys:
+        head = "masked_lm"
+    else:
+        raise ConfigError("BERT weights have neither an MLM head (output.*) nor a classifier (classifier.*): "
+                          "not a checkpoint of BertForMaskedLM/SequenceClassification/TokenClassification")
+    if (head == "masked_lm") != (num_labels <= 0):
+        raise ConfigError(f"BERT weights hold a {head} head but model.num_labels is {num_labels}: "
+                          "a classifier needs num_labels > 0, the MLM head 0")
+    return head
+
+
+# HF BERT tensors an MLM import may find and leaves out: the pooler and next-sentence head of
+# BertForPreTraining checkpoints (Devlin et al. 2019, sec. 3.1, task 2; RoBERTa dropped it).
+BERT_PRETRAINING_EXTRAS = ("bert.pooler.", "cls.seq_relationship.")
+
+
+def bert_head_of_hf_config(config: Any) -> str:
+    """The BERT head (a `BERT_HEADS` key) an HF config.json's `architectures` names."""
+    names = list(getattr(config, "architectures", None) or ["BertForMaskedLM"])
+    # a pretraining checkpoint (original BERT releases) is the MLM model plus the pooler and the
+    # next-sentence head, which the import leaves out (`BERT_PRETRAINING_EXTRAS`)
+    heads = [head for head, name in BERT_HEADS.items()
+             if name in names or (head == "masked_lm" and "BertForPreTraining" in names)]
+    if len(heads) != 1:
+        raise ConfigError(f"HF BERT architecture {', '.join(names)} is not supported: use one of "
+                          f"{', '.join(BERT_HEADS.values())}")
+    return heads[0]
+
+
 def _bert_classes() -> dict[str, type]:
     from lmforge.models import bert
 
@@ -375,6 +422,7 @@ def _bert_from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelC
 
 
 def _bert_hf_config(cfg: ModelConfig, tokens: dict[str, int | None]) -> Any:
+    """HF BertConfig; with `num_labels` > 0 (a classifier) also HF's num_labels (labels LABEL_i)."""
     transformers = _import_transformers()
     if not cfg.bias or cfg.type_vocab_size <= 0:
         raise ConfigError("HF BERT has biases and token-type embeddings: set model.bias true and "
@@ -405,9 +453,18 @@ def _bert_config_from_hf(config: Any) -> ModelConfig:
         dropout=0.0, init_std=config.initializer_range))
 
 
-def _bert_to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
+def _bert_to_hf_model(model: torch.nn.Module, config: Any, id2label: dict[int, str] | None) -> Any:
     transformers = _import_transformers()
-    hf_model = getattr(transformers, type(model).__name__)(_bert_hf_config(model.config, token_ids))
+    name = type(model).__name__
+    if name not in BERT_HEADS.values():
+        raise ConfigError(f"BERT class {name} has no HF counterpart: use one of {', '.join(BERT_HEADS.values())}")
+    if name != "BertForMaskedLM" and id2label:
+        if sorted(int(i) for i in id2label) != list(range(model.config.num_labels)):
+            raise ConfigError(f"id2label names labels {sorted(id2label)} but the classifier has "
+                              f"{model.config.num_labels} (ids 0..{model.config.num_labels - 1})")
+        config.id2label = {int(i): str(label) for i, label in id2label.items()}
+        config.label2id = {label: i for i, label in config.id2label.items()}
+    hf_model = getattr(transformers, name)(config)
     state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     hf_model.load_state_dict(_bert_to_hf_state_dict(state_dict), strict=True)
     return hf_model.eval()
@@ -490,7 +547,8 @@ def _t5_from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelCon
 
 
 def _t5_hf_config(cfg: ModelConfig, tokens: dict[str, int | None]) -> Any:
-    """HF T5Config; pad (0) doubles as the decoder start and eos is 1 unless given, as in T5."""
+    """HF T5Config; pad doubles as the decoder start (as `SpanCorruptionTask` trains it: labels
+    shifted right behind pad); pad 0 and eos 1 unless given, as in T5."""
     transformers = _import_transformers()
     ids = {"pad_token_id": 0, "eos_token_id": 1}
     ids.update({k: v for k, v in tokens.items() if v is not None and k != "bos_token_id"})
@@ -503,16 +561,44 @@ def _t5_hf_config(cfg: ModelConfig, tokens: dict[str, int | None]) -> Any:
         tie_word_embeddings=cfg.tie_embeddings, decoder_start_token_id=ids["pad_token_id"], **ids)
 
 
+# The feed-forward variants we build, with the activation and gating HF must then have:
+# feed_forward_proj -> (is_gated_act, accepted dense_act_fn). gelu_new and gelu_pytorch_tanh are
+# both the tanh GELU (T5 v1.1); a config.json may carry is_gated_act/dense_act_fn keys that
+# override what feed_forward_proj implies, and HF's model follows those keys, so all three are checked.
+_T5_FEED_FORWARD = {"relu": (False, ("relu",)), "gated-gelu": (True, ("gelu_new", "gelu_pytorch_tanh"))}
+
+
+def _t5_check_supported(config: Any) -> None:
+    """ConfigError (one line, naming the option) for an HF T5 config we would compute differently."""
+    ff = config.feed_forward_proj
+    if ff not in _T5_FEED_FORWARD:
+        raise ConfigError(f"HF T5 feed_forward_proj '{ff}' is not supported: relu (T5 v1.0) or gated-gelu (T5 v1.1)")
+    gated, activations = _T5_FEED_FORWARD[ff]
+    if bool(getattr(config, "is_gated_act", gated)) != gated:
+        raise ConfigError(f"HF T5 is_gated_act={config.is_gated_act} with feed_forward_proj '{ff}' is not "
+                          f"supported: set is_gated_act {str(gated).lower()} or drop it from config.json")
+    if getattr(config, "dense_act_fn", activations[0]) not in activations:
+        raise ConfigError(f"HF T5 dense_act_fn '{config.dense_act_fn}' with feed_forward_proj '{ff}' is not "
+                          f"supported: use {activations[0]}")
+    if not getattr(config, "is_encoder_decoder", True) or getattr(config, "is_decoder", False):
+        raise ConfigError("HF T5 used as an encoder-only or decoder-only model is not supported: "
+                          "only T5ForConditionalGeneration (is_encoder_decoder true)")
+    if config.relative_attention_num_buckets < 4 or \
+            config.relative_attention_max_distance <= config.relative_attention_num_buckets // 4:
+        raise ConfigError(f"HF T5 relative attention with {config.relative_attention_num_buckets} buckets and "
+                          f"max distance {config.relative_attention_max_distance} is not supported: "
+                          "need >= 4 buckets and max distance > buckets / 4")
+
+
 def _t5_config_from_hf(config: Any) -> ModelConfig:
     """Our config for an HF T5Config: v1.0 (relu, tied and rescaled) or v1.1 (gated-gelu,
-    untied, not rescaled); other activations raise. Our `tie_embeddings` follows the
+    untied, not rescaled); other activations, a gating or activation that contradicts
+    feed_forward_proj, and non-seq2seq use raise (`_t5_check_supported`). Our `tie_embeddings` follows the
     rescaling: an HF model that rescales without tying (or the reverse, as transformers 5
     builds a v1.1 model from a config) loads as the untied variant with its head's weights,
     which computes the same function. max_seq_len is T5's training length, 512 (the relative
     bias itself has no limit)."""
-    if config.feed_forward_proj not in ("relu", "gated-gelu"):
-        raise ConfigError(f"HF T5 feed_forward_proj '{config.feed_forward_proj}' is not supported: "
-                          "relu (T5 v1.0) or gated-gelu (T5 v1.1)")
+    _t5_check_supported(config)
     # transformers >= 5 records the rescaling as `scale_decoder_outputs`; earlier, tied <=> rescaled
     tied = bool(getattr(config, "scale_decoder_outputs", config.tie_word_embeddings))
     num_heads = config.num_heads
@@ -527,9 +613,9 @@ def _t5_config_from_hf(config: Any) -> ModelConfig:
         feed_forward=config.feed_forward_proj, tie_embeddings=tied, bias=False, dropout=0.0))
 
 
-def _t5_to_hf_model(model: torch.nn.Module, **token_ids: int | None) -> Any:
+def _t5_to_hf_model(model: torch.nn.Module, config: Any) -> Any:
     transformers = _import_transformers()
-    hf_model = transformers.T5ForConditionalGeneration(_t5_hf_config(model.config, token_ids))
+    hf_model = transformers.T5ForConditionalGeneration(config)
     if not model.config.tie_embeddings and hf_model.lm_head.weight is hf_model.shared.weight:
         hf_model.lm_head.weight = torch.nn.Parameter(hf_model.shared.weight.detach().clone())
     state_dict = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}

@@ -1,4 +1,5 @@
-"""Parameter counts, FLOPs per token and the preset table `lmforge models` prints."""
+"""Parameter counts, FLOPs per token (per example for encoder-decoders) and the preset table
+`lmforge models` prints."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
+from lmforge.errors import ConfigError
 from lmforge.models.presets import PRESETS, resolve_model_config
 from lmforge.models.bert import BertForMaskedLM
 from lmforge.models.t5 import T5Model
@@ -60,6 +62,9 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     `seq_len` long, so each target token brings one input token through the encoder: 6N
     over all matmul weights of both stacks and the head, and an attention term with the
     decoder layers counted twice (causal self-attention and cross-attention over the T inputs).
+    That is `encoder_decoder_flops(cfg, seq_len, seq_len) / seq_len`. Span corruption has
+    targets far shorter than its inputs (115 for 512), so its training loop counts with
+    `encoder_decoder_flops` at the task's real lengths instead (`SpanCorruptionTask.flops_per_token`).
     """
     cfg = resolve_model_config(cfg)
     num_matmul_params = count_parameters(cfg, include_embeddings=False)
@@ -70,6 +75,42 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     if cfg.family == "t5":
         attention_layers += 2 * (cfg.num_decoder_layers or cfg.num_layers)
     return 6.0 * num_matmul_params + 12.0 * attention_layers * cfg.num_heads * head_dim * seq_len
+
+
+def encoder_decoder_flops(cfg: ModelConfig, inputs_len: int, targets_len: int) -> float:
+    """Training FLOPs of one (input, target) example of a t5 model: what runs per input token
+    times the input length, plus what runs per target token times the target length.
+
+    Same accounting as `flops_per_token` (PaLM, appendix B: 6 FLOPs per weight per token for
+    forward + backward, 12·H·Q per attended position, norm gains counted with the weights,
+    lookup tables left out), split by where each weight is applied:
+
+    - per input token: the encoder layers and final norm, the decoder's cross-attention key
+      and value projections (they project the encoder output, once per input position, not
+      per target position), and encoder self-attention over the T_in inputs;
+    - per target token: the rest of the decoder (self-attention q/k/v/o, cross-attention
+      q/o, MLPs, norms, final norm), the head (D·V, tied or not), causal self-attention over
+      the T_out targets (not halved, as in PaLM) and cross-attention over the T_in inputs.
+
+    With T_in = T_out = T this is exactly T · `flops_per_token(cfg, T)`.
+    """
+    cfg = resolve_model_config(cfg)
+    if cfg.family != "t5":
+        raise ConfigError(f"encoder_decoder_flops is for encoder-decoders (family t5), not {cfg.family!r}: "
+                          "use flops_per_token")
+    model = _meta_model(cfg)
+
+    def size(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    encoder = size(model.encoder_layers) + size(model.encoder_norm)
+    cross_kv = sum(size(layer.cross_attn.k_proj) + size(layer.cross_attn.v_proj) for layer in model.decoder_layers)
+    decoder = size(model.decoder_layers) + size(model.decoder_norm) - cross_kv + cfg.dim * cfg.vocab_size
+    width = cfg.num_heads * (cfg.head_dim or cfg.dim // cfg.num_heads)  # H·Q
+    encoder_layers, decoder_layers = cfg.num_layers, cfg.num_decoder_layers or cfg.num_layers
+    per_input_token = 6.0 * (encoder + cross_kv) + 12.0 * encoder_layers * width * inputs_len
+    per_target_token = 6.0 * decoder + 12.0 * decoder_layers * width * (targets_len + inputs_len)
+    return inputs_len * per_input_token + targets_len * per_target_token
 
 
 def describe_presets(vocab_size_if_unset: int = 4096) -> str:

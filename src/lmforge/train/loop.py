@@ -55,7 +55,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     simulate a crash).
     """
     from lmforge.data import TokenShard, WindowSampler, check_tokenizer_matches
-    from lmforge.models import build_model, count_parameters, flops_per_token, resolve_model_config
+    from lmforge.models import build_model, count_parameters, resolve_model_config
     from lmforge.tokenize import load_tokenizer
     from lmforge.train.metrics import MetricsWriter, ProgressReporter, mfu, peak_flops, peak_memory_bytes
     from lmforge.train.optim import build_optimizer
@@ -113,7 +113,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         resumed_step = step
 
     num_params = count_parameters(model)
-    flops_token = flops_per_token(model_cfg, t.seq_len)
+    flops_token = task.flops_per_token(model_cfg, t.seq_len)  # per raw token read, as tokens_per_step counts
     peak = peak_flops(device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision])
     train_model = wrap_data_parallel(model, world, device)
     if t.compile:

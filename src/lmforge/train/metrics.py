@@ -5,6 +5,10 @@ model's own arithmetic needs at the achieved token rate divided by the hardware'
     mfu = tokens_per_second * flops_per_token / peak_flops
 with flops_per_token = 6N + 12 L H Q T (``lmforge.models.flops_per_token``). Rematerialised
 work (activation checkpointing) does not count, so MFU is comparable across codebases.
+Tokens are the raw tokens the loop reads, and each task says what one costs
+(``Task.flops_per_token``): for T5 span corruption that is one example's encoder work over
+its inputs plus decoder work over its (much shorter) targets (``encoder_decoder_flops``),
+divided by the raw tokens it reads.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ class Task(Protocol):
     def window_len(self, seq_len: int) -> int:
         """Raw tokens one example reads (the sampler's stride): ``seq_len`` for (masked) LM."""
 
+    def flops_per_token(self, model_cfg: ModelConfig, seq_len: int) -> float:
+        """Training FLOPs per raw token read (per ``window_len`` token), the figure MFU multiplies
+        by the loop's tokens per second."""
+
     def batch(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, seed: int) -> Batch:
         """``seed`` is fixed by (run seed, step, micro-batch slot): randomness in a batch (masking)
         is then the same after a resume and in any split of the global batch over processes."""
@@ -48,6 +52,11 @@ class CausalLMTask:
 
     def window_len(self, seq_len: int) -> int:
         return seq_len
+
+    def flops_per_token(self, model_cfg: ModelConfig, seq_len: int) -> float:
+        from lmforge.models import flops_per_token
+
+        return flops_per_token(model_cfg, seq_len)
 
     def batch(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, seed: int) -> Batch:
         from lmforge.data import get_batch
@@ -82,6 +91,11 @@ class MaskedLMTask:
 
     def window_len(self, seq_len: int) -> int:
         return seq_len
+
+    def flops_per_token(self, model_cfg: ModelConfig, seq_len: int) -> float:
+        from lmforge.models import flops_per_token
+
+        return flops_per_token(model_cfg, seq_len)
 
     def __init__(self, tokenizer: Any, mask_prob: float = 0.15) -> None:
         self.mask_id, self.pad_id = tokenizer.mask_id, tokenizer.pad_id
@@ -156,6 +170,17 @@ class SpanCorruptionTask:
         from lmforge.masking import raw_length_for_inputs
 
         return raw_length_for_inputs(seq_len)[0]
+
+    def flops_per_token(self, model_cfg: ModelConfig, seq_len: int) -> float:
+        """One example's FLOPs at the lengths this task really trains (inputs of at most
+        ``seq_len``, targets about a fifth of that: 512 and 115) over the raw tokens it reads
+        (568), so MFU counts the short decoder honestly."""
+        from lmforge.masking import span_corruption_lengths
+        from lmforge.models.sizing import encoder_decoder_flops
+
+        raw = self.window_len(seq_len)
+        inputs_len, targets_len = span_corruption_lengths(raw)
+        return encoder_decoder_flops(model_cfg, inputs_len, targets_len) / raw
 
     def batch(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, seed: int) -> Batch:
         from lmforge.data import get_batch
