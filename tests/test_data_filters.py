@@ -440,3 +440,12 @@ def test_options_come_from_yaml_entries():
         build_step({"step": "gopher_quality", "min_word": 10}, 3)
     with pytest.raises(ConfigError, match="steps\\[0\\].dup_5gram_frac"):
         build_step({"step": "gopher_repetition", "dup_5gram_frac": "high"}, 0)
+
+
+def test_impossible_thresholds_are_config_errors():
+    with pytest.raises(ConfigError, match="'gopher_repetition': option 'dup_line_frac' is a fraction, set it "
+                                          "between 0 and 1 .*got 1.5"):
+        build_step({"step": "gopher_repetition", "dup_line_frac": 1.5}, 0)
+    with pytest.raises(ConfigError, match="'length': option 'min_words' must not be negative"):
+        build_step({"step": "length", "min_words": -1}, 0)
+    assert build_step({"step": "fineweb_quality", "max_short_line_frac": 1.0}, 0).options.max_short_line_frac == 1.0

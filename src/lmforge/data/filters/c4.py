@@ -13,6 +13,7 @@ from typing import Union
 
 from lmforge.config import option
 from lmforge.data.document import Document
+from lmforge.data.filters import check_options
 from lmforge.data.filters.words import WORD_RE
 from lmforge.data.steps import DocStep, Drop, register_step
 
@@ -73,6 +74,7 @@ class C4Filter(DocStep):
     """
 
     def __init__(self, options: C4Options):
+        check_options(self.name, options)
         self.options = options
 
     def __call__(self, doc: Document) -> Union[Document, Drop]:

@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 from lmforge.config import option
 from lmforge.data.document import Document
+from lmforge.data.filters import check_options
 from lmforge.data.filters.words import (TextStats, ends_with_terminal_punctuation, repeated_count_and_chars,
                                         text_stats)
 from lmforge.data.steps import DocStep, Drop, register_step
@@ -58,6 +59,7 @@ class FineWebQuality(DocStep):
     """
 
     def __init__(self, options: FineWebQualityOptions):
+        check_options(self.name, options)
         self.options = options
 
     def __call__(self, doc: Document) -> Union[Document, Drop]:

@@ -18,6 +18,7 @@ from typing import Optional, Union
 
 from lmforge.config import option
 from lmforge.data.document import Document
+from lmforge.data.filters import check_options
 from lmforge.data.filters.words import TextStats, repeated_count_and_chars, text_stats
 from lmforge.data.steps import DocStep, Drop, register_step
 
@@ -88,6 +89,7 @@ class GopherQuality(DocStep):
     """
 
     def __init__(self, options: GopherQualityOptions):
+        check_options(self.name, options)
         self.options = options
         self._stop_spellings = _spellings(tuple(options.stop_words))
 
@@ -173,7 +175,7 @@ def top_ngram_char_frac(stats: TextStats, n: int, threshold: Optional[float] = N
     returned instead when it is already below the threshold: the keep/drop decision is the same,
     and clean prose never pays for finding the top n-gram's positions.
     """
-    starts, counts = stats.repeated_ngrams[n]
+    starts, counts = stats.repeated_ngrams(n)
     if not starts:
         return 0.0
     top_count = max(counts.values())
@@ -195,7 +197,7 @@ def dup_ngram_char_frac(stats: TextStats, n: int) -> float:
     n-gram that occurs at least twice; each covered word counts once however many such
     n-grams overlap it (the paper counts characters of overlapping duplicate n-grams once).
     """
-    starts = stats.repeated_ngrams[n][0]
+    starts = stats.repeated_ngrams(n)[0]
     return _covered_chars(starts, n, stats.word_char_prefix) / stats.num_word_chars if starts else 0.0
 
 
@@ -246,6 +248,7 @@ class GopherRepetition(DocStep):
     """
 
     def __init__(self, options: GopherRepetitionOptions):
+        check_options(self.name, options)
         self.options = options
         self._top = [(n, getattr(options, f"top_{n}gram_frac")) for n in (2, 3, 4)]
         self._dup = [(n, getattr(options, f"dup_{n}gram_frac")) for n in range(5, 11)]

@@ -15,6 +15,7 @@ from typing import Optional, Union
 
 from lmforge.config import option
 from lmforge.data.document import Document
+from lmforge.data.filters import check_options
 from lmforge.data.filters.words import text_stats
 from lmforge.data.steps import DocStep, Drop, register_step
 
@@ -40,6 +41,7 @@ class Length(DocStep):
     """Drop a document outside ``[min_chars, max_chars]`` characters or ``[min_words, max_words]`` words."""
 
     def __init__(self, options: LengthOptions):
+        check_options(self.name, options)
         self.options = options
 
     def __call__(self, doc: Document) -> Union[Document, Drop]:
@@ -84,6 +86,7 @@ class Heuristics(DocStep):
     """
 
     def __init__(self, options: HeuristicsOptions):
+        check_options(self.name, options)
         self.options = options
 
     def __call__(self, doc: Document) -> Union[Document, Drop]:

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from functools import cached_property
 from itertools import accumulate
-from typing import Optional
+from typing import Iterator, Optional
 
 WORD_RE = re.compile(r"\w+")
 TOKEN_RE = re.compile(r"\w+|[^\w\s]+")
@@ -96,21 +96,25 @@ def repeated_ngrams(words: list[str], max_n: int) -> dict[int, tuple[list[int], 
     about one Counter over the 2-grams. (For n >= 3 the Counter only holds n-grams that start at
     such a position; every n-gram missing from it occurs once.)
     """
-    result: dict[int, tuple[list[int], Counter]] = {}
-    if max_n < 2:
-        return result
+    stages = _repeated_ngram_stages(words)
+    return {n: next(stages) for n in range(2, max_n + 1)}
+
+
+def _repeated_ngram_stages(words: list[str]) -> Iterator[tuple[list[int], Counter]]:
+    """``(starts, counts)`` of the repeated 2-grams, then 3-grams, ... (see ``repeated_ngrams``)."""
     grams: list = list(zip(words, words[1:]))
     counts = Counter(grams)
     starts = [i for i, gram in enumerate(grams) if counts[gram] > 1] if len(counts) < len(grams) else []
-    result[2] = (starts, counts)
+    yield starts, counts
     num_words = len(words)
-    for n in range(3, max_n + 1):
+    n = 3
+    while True:
         starts = [i for i in starts if i + n <= num_words]
         grams = [tuple(words[i:i + n]) for i in starts]
         counts = Counter(grams)
         starts = [i for i, gram in zip(starts, grams) if counts[gram] > 1]
-        result[n] = (starts, counts)
-    return result
+        yield starts, counts
+        n += 1
 
 
 class TextStats:
@@ -118,6 +122,8 @@ class TextStats:
 
     def __init__(self, text: str):
         self.text = text
+        self._ngram_stages: Optional[Iterator[tuple[list[int], Counter]]] = None
+        self._repeated: list[tuple[list[int], Counter]] = []  # index n - 2
 
     @cached_property
     def lines(self) -> list[str]:
@@ -159,10 +165,14 @@ class TextStats:
     def num_non_alpha_words(self) -> int:
         return len(_NON_ALPHA_WORD_RE.findall(self.text))
 
-    @cached_property
-    def repeated_ngrams(self) -> dict[int, tuple[list[int], Counter]]:
-        """``repeated_ngrams(words, 10)``: Gopher's repetition rules look at n-grams up to 10."""
-        return repeated_ngrams(self.words, 10)
+    def repeated_ngrams(self, n: int) -> tuple[list[int], Counter]:
+        """``repeated_ngrams(words, n)[n]``, computing sizes 2..n once each and only when asked:
+        a page dropped by its 2-grams never pays for its 10-grams."""
+        if self._ngram_stages is None:
+            self._ngram_stages = _repeated_ngram_stages(self.words)
+        while len(self._repeated) < n - 1:
+            self._repeated.append(next(self._ngram_stages))
+        return self._repeated[n - 2]
 
 
 _last: Optional[TextStats] = None
