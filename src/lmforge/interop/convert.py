@@ -27,7 +27,10 @@ BERT heads: an lmforge BERT checkpoint holds the MLM head or a classifier; which
 sequence_classification, token_classification), read off the weights when absent. It
 exports to the HF class of that name with ``num_labels`` and ``id2label`` (the checkpoint's
 ``id2label`` field, else LABEL_i); the import picks the head from config.json's
-``architectures`` and writes ``head`` and ``id2label`` back.
+``architectures`` and writes ``head`` and ``id2label`` back. ``load_checkpoint_with_head``
+loads such a checkpoint with its head (``checkpoint.load_checkpoint`` builds the MLM model).
+T5 has no length limit in its config; the import takes ``max_seq_len`` back from
+tokenizer_config.json's ``model_max_length`` (an lmforge export writes it), else 512.
 
 Both directions go through ``lmforge.interop.hf`` (config conversion and the weight mapping),
 so a family added there converts here without changes. Output is assembled in a temporary
