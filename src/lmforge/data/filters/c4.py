@@ -65,7 +65,7 @@ class C4Filter(DocStep):
     drop it if it mentions javascript or is policy boilerplate. The page is dropped if the
     kept lines hold fewer than ``min_sentences`` sentences (``count_sentences``; datatrove
     counts with spaCy's sentencizer, the C4 code with punkt), and, following the paper, if
-    *anywhere* it contains "lorem ipsum" or "{". (The C4 code and datatrove look for those two
+    *anywhere* it contains "lorem ipsum" or "{". (datatrove, after the C4 reference code, looks for those two
     only in lines that survived the earlier line rules, so a "{" in a code line without final
     punctuation drops the page here but not there.)
 
