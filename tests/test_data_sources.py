@@ -134,7 +134,7 @@ def test_text_bad_file_raise_names_file(tmp_path, name, content, words):
 def test_unreadable_file(tmp_path, monkeypatch):
     import builtins
 
-    from lmforge.data import sources
+    from lmforge.data.readers import text as text_reader
 
     write(tmp_path / "ok.txt", "fine")
     locked = write(tmp_path / "locked.txt", "secret")
@@ -144,7 +144,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", path)
         return builtins.open(path, *args, **kwargs)
 
-    monkeypatch.setattr(sources, "open", guarded_open, raising=False)
+    monkeypatch.setattr(text_reader, "open", guarded_open, raising=False)
     docs, stats = read(SourceConfig(kind="text", paths=[str(tmp_path)], on_error="skip"))
     assert [d.text for d in docs] == ["fine"] and stats.skipped == {"unreadable": 1}
     with pytest.raises(DataError, match=r"cannot read .*locked.txt \(Permission denied\)"):
