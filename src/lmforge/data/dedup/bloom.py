@@ -1,4 +1,4 @@
-"""A Bloom filter for exact dedup at scale: set membership in ~1.2 bytes per document at p = 1e-3.
+"""A Bloom filter for exact dedup at scale: set membership in ~1.8 bytes per document at p = 1e-3.
 
 Keeping every 16-byte digest in a Python dict costs ~100 bytes per document; a Bloom filter of
 ``m = -n ln p / (ln 2)**2`` bits with ``k = (m / n) ln 2`` hash functions answers "seen

@@ -8,7 +8,7 @@ size, so no text is kept for verification. The first occurrence in corpus order 
 ``DocRef``) is kept; every other copy is dropped as ``exact_duplicate`` naming the kept id.
 
 At scale the driver's table of digests (~100 bytes per document in a dict) can be replaced by
-a Bloom filter (``bloom_false_positive_rate``): ~1.2 bytes per document at p = 1e-3, at the
+a Bloom filter (``bloom_false_positive_rate``): ~1.8 bytes per document at p = 1e-3, at the
 price of losing a fraction p of unique documents as false duplicates, and of not knowing which
 document was kept. That mode relies on the runner handing fingerprints over in corpus order.
 """

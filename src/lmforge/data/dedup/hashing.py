@@ -95,7 +95,7 @@ def ngram_hashes(hashes: np.ndarray, ngram_size: int) -> np.ndarray:
         for offset in range(ngram_size):
             combined += hashes[offset:offset + count] * _U64(weight)
             weight = (weight * _WORD_BASE) % (1 << 64)
-        # Fold the n-gram length in: a short document's single shingle is then a different
-        # hash family from the full n-grams, never equal to one by construction.
+        # Fold the n-gram length in, so a short document's single shingle (fewer words) is
+        # hashed differently from the full-length n-grams.
         combined ^= _U64(ngram_size)
     return mix64(combined)
