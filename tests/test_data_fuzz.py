@@ -294,3 +294,34 @@ def test_100mb_single_line(tmp_path, kind):
     # being joined), never several. Measured: 2.0-2.03x for every kind.
     assert peak < 2.5 * HUGE
     assert seconds < 30  # measured 0.3-2.4 s; a quadratic copy would take minutes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_warc_random_mix_of_records(tmp_path, seed):
+    """Pages, empty payloads, non-HTML and body-less HTML in random order: exact counts per reason."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from lmforge.data.readers.html import extract_main_text
+
+    kinds = {"page": ("text/html", PAGE.encode(), None),
+             "no_payload": ("text/html", b"", "no_payload"),
+             "not_html": ("application/pdf", b"%PDF-1.4 ...", "not_html"),
+             "no_main_text": ("text/html", b"<html><head><title>x</title></head></html>", "no_main_text")}
+    rng = random.Random(seed)
+    chosen = [rng.choice(sorted(kinds)) for _ in range(12)]
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=bool(seed % 2))
+    for i, name in enumerate(chosen):
+        content_type, body, _ = kinds[name]
+        http = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(f"https://example.com/{i}", "response",
+                                                      payload=io.BytesIO(body), http_headers=http))
+    path = write(tmp_path / ("mix.warc.gz" if seed % 2 else "mix.warc"), out.getvalue())
+    num_pages = chosen.count("page")
+    stats = check_skip_read(SourceConfig(kind="warc", paths=[path], on_error="skip"),
+                            [extract_main_text(PAGE)] if num_pages else [])
+    assert stats.kept == num_pages and stats.read == len(chosen)
+    expected = {kinds[n][2]: chosen.count(n) for n in kinds if n != "page" and chosen.count(n)}
+    assert stats.skipped == expected
+    assert [r for _, r in stats.skipped_examples] == [kinds[n][2] for n in chosen if n != "page"]

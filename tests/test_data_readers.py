@@ -519,3 +519,18 @@ def test_crawl_kind_delegates_to_the_crawler(monkeypatch):
     docs, stats = read(cfg)
     assert [d.text for d in docs] == ["crawled page"] and seen == [["https://example.com/"]]
     assert stats.skipped == {"robots_disallowed": 1}
+
+
+def test_warc_resource_records_use_their_warc_content_type(tmp_path):
+    from warcio.warcwriter import WARCWriter
+
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=False)
+    for url, content_type, body in [("file:///a.html", "text/html", ARTICLE.encode()),
+                                    ("file:///b.txt", "text/plain", b"plain notes")]:
+        writer.write_record(writer.create_warc_record(url, "resource", payload=io.BytesIO(body),
+                                                      warc_content_type=content_type))
+    path = write(tmp_path / "local.warc", out.getvalue())
+    docs, stats = read(SourceConfig(kind="warc", paths=[path], on_error="skip"))
+    assert [(d.meta["url"], d.text) for d in docs] == [("file:///a.html", extract_main_text(ARTICLE))]
+    assert stats.skipped == {"not_html": 1}

@@ -85,7 +85,7 @@ def _decoder(codec: str, raw: BinaryIO) -> BinaryIO:
 
 
 class _CheckedStream(io.RawIOBase):
-    """Turns each codec's own way of failing into ``CorruptStream``."""
+    """Turns the gzip and bz2 modules' ways of failing into ``CorruptStream`` (zstd raises it itself)."""
 
     def __init__(self, inner: BinaryIO, codec: str) -> None:
         self._inner = inner
@@ -106,10 +106,6 @@ class _CheckedStream(io.RawIOBase):
             if err.errno is not None:  # a real I/O error of the file, not bad data
                 raise
             raise CorruptStream("bad", self._codec, one_line(err)) from None  # bz2: "Invalid data stream"
-        except Exception as err:
-            if type(err).__name__ != "ZstdError":
-                raise
-            raise CorruptStream("bad", self._codec, one_line(err)) from None
         buffer[: len(data)] = data
         return len(data)
 
@@ -119,7 +115,7 @@ class _CheckedStream(io.RawIOBase):
 
 
 class _ZstdStream:
-    """Decompress a (multi-frame) zstd file chunk by chunk; ``EOFError`` if the last frame is cut."""
+    """Decompress a (multi-frame) zstd file chunk by chunk, raising ``CorruptStream`` if it is cut or invalid."""
 
     def __init__(self, raw: BinaryIO) -> None:
         try:
@@ -140,7 +136,7 @@ class _ZstdStream:
             chunk = self._raw.read(_CHUNK_BYTES)
             if not chunk:
                 if self._frame_started and not self._decoder.eof:
-                    raise EOFError("zstd frame ends early")
+                    raise CorruptStream("truncated", "zst")
                 return b""
             self._pending, self._offset = self._decode(chunk), 0
         data = self._pending[self._offset: self._offset + size]
@@ -155,7 +151,10 @@ class _ZstdStream:
         out = []
         while chunk:
             self._frame_started = True
-            out.append(self._decoder.decompress(chunk))
+            try:
+                out.append(self._decoder.decompress(chunk))
+            except self._zstd.ZstdError as err:
+                raise CorruptStream("bad", "zst", one_line(err)) from None
             if not self._decoder.eof:
                 break
             # A frame finished: whatever follows is the next frame (zstd files may hold several).

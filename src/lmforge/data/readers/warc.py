@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from lmforge.config import SourceConfig
 from lmforge.data.document import BadDocument, Document
@@ -50,31 +51,37 @@ def read_file(path: str, cfg: SourceConfig) -> Iterator[Item]:
             records = iter(archive)
             while True:
                 try:
-                    record = _next_record(archive, records)
+                    read = _next_record(archive, records)
                 except _Damaged as damage:
                     yield _bad_warc(path, end_of_last, num_records, damage.__cause__)
                     return
-                if record is None:
+                if read is None:
                     break
-                record, payload, offset, length = record
-                if _block_cut_short(record):
-                    yield _truncated(path, offset, num_records)
+                if _block_cut_short(read.record):
+                    yield _truncated(path, read.offset, num_records)
                     return
                 num_records += 1
-                end_of_last = offset + length
-                if record.rec_type in _PAGE_RECORD_TYPES:
-                    yield _page(path, offset, record, payload)
+                end_of_last = read.offset + read.length
+                if read.record.rec_type in _PAGE_RECORD_TYPES:
+                    yield _page(path, read.offset, read.record, read.payload)
             if _junk_after(f, end_of_last):
                 yield _truncated(path, end_of_last, num_records)
     except OSError as err:
         yield unreadable(f"{path}:{end_of_last}", path, err)
 
 
+class _RecordRead(NamedTuple):
+    record: Any  # warcio's ArcWarcRecord
+    payload: bytes  # the HTTP body, decoded from chunked/gzip transfer (pages only)
+    offset: int  # byte offset of the record in the archive
+    length: int  # its length in the archive (compressed, for .warc.gz)
+
+
 class _Damaged(Exception):
     """warcio failed on the bytes of a record (its cause says how)."""
 
 
-def _next_record(archive, records: Iterator) -> tuple | None:
+def _next_record(archive, records: Iterator) -> _RecordRead | None:
     """The next record with its payload (pages only), offset and length; None at the end.
 
     warcio raises ``ArchiveLoadFailed`` for what it recognises as malformed, but also
@@ -90,9 +97,11 @@ def _next_record(archive, records: Iterator) -> tuple | None:
         # Read the payload before asking for the offset: warcio finds a record's offset and
         # length by reading it to its end.
         payload = record.content_stream().read(MAX_HTML_BYTES + 1) if is_page else b""
-        return record, payload, archive.get_record_offset(), archive.get_record_length()
-    except OSError:
-        raise
+        return _RecordRead(record, payload, archive.get_record_offset(), archive.get_record_length())
+    except OSError as err:
+        if err.errno is not None:  # the OS failed to read the file: not the archive's fault
+            raise
+        raise _Damaged() from err
     except Exception as err:  # noqa: BLE001 - see the docstring
         raise _Damaged() from err
 
@@ -114,7 +123,9 @@ def _page(path: str, offset: int, record, payload: bytes) -> Item:
         return BadDocument(doc_id, "http_status", f"{where} has HTTP status {status}: not a page")
     if not payload.strip():
         return BadDocument(doc_id, "no_payload", f"{where} has no payload: nothing to extract")
-    content_type = (http.get_header("Content-Type") if http is not None else None) \
+    # A response declares its type in its HTTP headers; a resource record (no HTTP) in its WARC
+    # headers; Common Crawl adds the type it sniffed as WARC-Identified-Payload-Type.
+    content_type = (http.get_header("Content-Type") if http is not None else headers.get_header("Content-Type")) \
         or headers.get_header("WARC-Identified-Payload-Type") or ""
     if content_type:
         is_html = any(t in content_type.lower() for t in _HTML_TYPES)
