@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from lmforge.config import SourceConfig
 from lmforge.data.document import BadDocument, Document
-from lmforge.data.readers.base import LONE_SURROGATE, Item, unreadable
+from lmforge.data.readers.base import Item, unreadable
 from lmforge.data.readers.compression import CorruptStream, open_binary
 from lmforge.data.readers.csvrows import Row, iter_rows
 
@@ -58,7 +58,7 @@ def _document(path: str, row: int, parsed: Row, column: int, text_field: str) ->
         return BadDocument(where, "missing_field", f"{path} row {row} (line {parsed.line}) has "
                                                    f"{len(parsed.fields)} fields, no '{text_field}': fix the row")
     text = parsed.fields[column] or ""
-    if LONE_SURROGATE.search(text):
+    if parsed.not_utf8:
         return BadDocument(where, "not_utf8", f"{path} row {row} (line {parsed.line}) is not valid UTF-8: "
                                               f"re-encode the file as UTF-8")
     if "\x00" in text:

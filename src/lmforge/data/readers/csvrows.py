@@ -11,7 +11,7 @@ Dialect, as the csv module's default: fields are separated by ``delimiter``; a f
 starts with ``"`` is quoted, may hold delimiters and newlines, and writes a quote as ``""``;
 a quote inside an unquoted field is an ordinary character. A quoted field never closed, or
 text between a closing quote and the next delimiter, makes the row malformed (``error``).
-Undecodable bytes are kept as lone surrogates (``surrogateescape``) for the caller to judge.
+Undecodable bytes are kept as lone surrogates (``surrogateescape``) and flagged in ``Row.not_utf8``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from typing import BinaryIO, NamedTuple
 
 
 class Row(NamedTuple):
-    """One row: the wanted fields' text (None for fields not asked for), how many fields it had."""
+    """One row: the wanted fields' text (None for fields not asked for)."""
 
     line: int  # physical line the row starts on, 1-based
     fields: list[str | None]
     error: str  # '' when well formed
+    not_utf8: bool  # a wanted field held invalid UTF-8 (kept as lone surrogates)
 
 
 def iter_rows(stream: BinaryIO, delimiter: str, wanted: Callable[[int], bool]) -> Iterator[Row]:
@@ -40,9 +41,10 @@ def iter_rows(stream: BinaryIO, delimiter: str, wanted: Callable[[int], bool]) -
         start = line_no
         fields: list[str | None] = []
         if line in (b"\n", b"\r\n"):
-            yield Row(start, fields, "")
+            yield Row(start, fields, "", False)
             continue
         error = ""
+        not_utf8 = False
         pos = 0
         pieces: list[memoryview] | None = None  # the parts of a quoted field being read
         while True:
@@ -50,8 +52,12 @@ def iter_rows(stream: BinaryIO, delimiter: str, wanted: Callable[[int], bool]) -
             if pieces is None:  # at the start of a field
                 if line[pos: pos + 1] != b'"':
                     stop = line.find(sep, pos, end)
-                    fields.append(_decode([memoryview(line)[pos: end if stop < 0 else stop]], False)
-                                  if wanted(len(fields)) else None)
+                    if wanted(len(fields)):
+                        text, valid = _decode([memoryview(line)[pos: end if stop < 0 else stop]], False)
+                        fields.append(text)
+                        not_utf8 |= not valid
+                    else:
+                        fields.append(None)
                     if stop < 0:
                         break
                     pos = stop + len(sep)
@@ -69,7 +75,12 @@ def iter_rows(stream: BinaryIO, delimiter: str, wanted: Callable[[int], bool]) -
                 pos = 0
                 continue
             pieces.append(memoryview(line)[pos:close])
-            fields.append(_decode(pieces, True) if wanted(len(fields)) else None)
+            if wanted(len(fields)):
+                text, valid = _decode(pieces, True)
+                fields.append(text)
+                not_utf8 |= not valid
+            else:
+                fields.append(None)
             pieces = None
             pos = close + 1
             if pos >= end:
@@ -81,7 +92,7 @@ def iter_rows(stream: BinaryIO, delimiter: str, wanted: Callable[[int], bool]) -
             if pos >= end:  # a delimiter right before the line end: one more, empty field
                 fields.append("" if wanted(len(fields)) else None)
                 break
-        yield Row(start, fields, error)
+        yield Row(start, fields, error, not_utf8)
 
 
 def _closing_quote(line: bytes, pos: int) -> int:
@@ -92,7 +103,11 @@ def _closing_quote(line: bytes, pos: int) -> int:
     return quote
 
 
-def _decode(pieces: list[memoryview], quoted: bool) -> str:
+def _decode(pieces: list[memoryview], quoted: bool) -> tuple[str, bool]:
+    """The field's text and whether it was valid UTF-8 (strict first: the common, fast case)."""
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    text = str(data, "utf-8", "surrogateescape")
-    return text.replace('""', '"') if quoted and '""' in text else text
+    try:
+        text, valid = str(data, "utf-8"), True
+    except UnicodeDecodeError:
+        text, valid = str(data, "utf-8", "surrogateescape"), False
+    return (text.replace('""', '"') if quoted and '""' in text else text), valid
