@@ -272,9 +272,10 @@ def parse_thresholds(text: str) -> list[Optional[float]]:
 
 def evaluate(threshold: Optional[float], fingerprints: list, refs: dict[DocRef, str],
              shingles: dict[str, set], planted: list[tuple[str, str]], truth_of_planted: dict,
-             true_pairs: set) -> dict[str, Any]:
+             true_pairs: set, num_bands: int = 14, rows_per_band: int = 8) -> dict[str, Any]:
     """Run ``decide`` at one verify threshold; score predicted pairs against the true Jaccard."""
-    step = MinHashDedup(MinHashDedupOptions(verify_threshold=threshold))
+    step = MinHashDedup(MinHashDedupOptions(verify_threshold=threshold, num_bands=num_bands,
+                                            rows_per_band=rows_per_band))
     start = time.perf_counter()
     decisions = step.decide(fingerprints)
     decide_seconds = time.perf_counter() - start
@@ -294,7 +295,7 @@ def evaluate(threshold: Optional[float], fingerprints: list, refs: dict[DocRef, 
     clear_tp = sum(1 for p in clear if detected[p] and truth_of_planted[p] >= TRUTH_THRESHOLD)
     clear_fp = sum(1 for p in clear if detected[p] and truth_of_planted[p] < TRUTH_THRESHOLD) + unplanted
     clear_fn = sum(1 for p in clear if not detected[p] and truth_of_planted[p] >= TRUTH_THRESHOLD)
-    return {"layout": "14x8", "verify_threshold": threshold, "predicted_pairs": len(predicted),
+    return {"layout": f"{num_bands}x{rows_per_band}", "verify_threshold": threshold, "predicted_pairs": len(predicted),
             "true_pairs": len(true_pairs), "true_positive_pairs": true_positive,
             "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1_of(precision, recall), 4),
             "f1_outside_0.65_0.85": round(f1_of(clear_tp / max(1, clear_tp + clear_fp),
@@ -323,10 +324,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 for threshold in parse_thresholds(args.verify_thresholds)]
     # Another split of the same 112 values: 28 bands of 4 rows make almost every pair above 0.6
     # a candidate and leave the thresholding to verification (bands re-keyed from the signature).
-    rebanded = [(ref, MinHashFingerprint(fp.doc_id, b"".join(band_keys(np.frombuffer(fp.signature, np.uint64), 28, 4))
+    rebanded = [(ref, MinHashFingerprint(fp.doc_id, band_keys(np.frombuffer(fp.signature, np.uint32), 28, 4).tobytes()
                                          if fp.band_keys else b"", fp.signature)) for ref, fp in fingerprints]
-    alternative = evaluate(0.75, rebanded, refs, shingles, planted, truth_of_planted, true_pairs)
-    alternative["layout"] = "28x4"
+    alternative = evaluate(0.75, rebanded, refs, shingles, planted, truth_of_planted, true_pairs, 28, 4)
     del alternative["_detected"]
 
     buckets = []

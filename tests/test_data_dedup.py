@@ -20,7 +20,7 @@ from lmforge.data.dedup.bloom import BloomFilter, bloom_num_bits, bloom_num_hash
 from lmforge.data.dedup.exact import ExactDedup, ExactDedupOptions
 from lmforge.data.dedup.hashing import digest64, mix64, ngram_hashes, word_hashes
 from lmforge.data.dedup.lines import LineDedup, LineDedupOptions, join_units, split_units
-from lmforge.data.dedup.minhash import MinHashDedup, MinHashDedupOptions, MinHashFingerprint
+from lmforge.data.dedup.minhash import MinHashDedup, MinHashDedupOptions, MinHashFingerprint, shared_key_runs
 from lmforge.data.dedup.normalize import normalize_text
 from lmforge.data.dedup.signature import (MERSENNE_PRIME, affine_mod_mersenne, band_keys,
                                           candidate_probability, estimated_jaccard,
@@ -261,7 +261,7 @@ def test_band_collision_rate_matches_formula_in_simulation() -> None:
             first = rng.integers(0, MERSENNE_PRIME, size=112, dtype=np.uint64)
             other = rng.integers(0, MERSENNE_PRIME, size=112, dtype=np.uint64)
             second = np.where(rng.random(112) < similarity, first, other)
-            hits += bool(set(band_keys(first, 14, 8)) & set(band_keys(second, 14, 8)))
+            hits += bool(np.any(band_keys(first, 14, 8) == band_keys(second, 14, 8)))
         expected = candidate_probability(similarity, 14, 8)
         assert abs(hits / trials - expected) < 0.04, (similarity, hits / trials, expected)
 
@@ -325,15 +325,34 @@ def test_minhash_verify_threshold_rejects_low_similarity_candidates() -> None:
     assert sorted(kept) == ["a", "b"] and dropped == {"c": Drop("near_duplicate", "of a")}
 
 
+def test_shared_key_runs_groups_equal_keys_in_row_order() -> None:
+    assert shared_key_runs(np.array([5, 3, 5, 7, 3, 5], dtype=np.uint64)) == [[1, 4], [0, 2, 5]]
+    assert shared_key_runs(np.array([1, 2, 3], dtype=np.uint64)) == []
+    assert shared_key_runs(np.array([], dtype=np.uint64)) == []
+
+
+def test_minhash_many_copies_cost_one_comparison_each() -> None:
+    # 3,000 copies of one page (plus an unrelated page) in one bucket per band: verification
+    # compares each copy with the group's first row only, so this stays fast, and every copy
+    # points at the first.
+    step = MinHashDedup(MinHashDedupOptions())
+    page = step.fingerprint(Document("page0", " ".join(BASE_WORDS)))
+    other = step.fingerprint(Document("other", " ".join(f"u{w}" for w in BASE_WORDS)))
+    entries = [(DocRef(0, 0), other)] + [
+        (DocRef(1, i), MinHashFingerprint(f"page{i}", page.band_keys, page.signature)) for i in range(3000)]
+    decisions = step.decide(entries)
+    assert len(decisions) == 2999 and set(decisions.values()) == {"page0"} and DocRef(0, 0) not in decisions
+
+
 def test_minhash_fingerprint_is_compact_and_pickles() -> None:
     unverified = MinHashDedup(MinHashDedupOptions(verify_threshold=None))
     fingerprint = unverified.fingerprint(Document("x", " ".join(BASE_WORDS)))
-    assert len(fingerprint.band_keys) == 14 * 16 and fingerprint.signature == b""
-    assert len(pickle.dumps(fingerprint)) < 400
+    assert len(fingerprint.band_keys) == 14 * 8 and fingerprint.signature == b""
+    assert len(pickle.dumps(fingerprint)) < 250
     step = MinHashDedup(MinHashDedupOptions())  # verifies by default: the signature travels too
     fingerprint = step.fingerprint(Document("x", " ".join(BASE_WORDS)))
-    assert len(fingerprint.band_keys) == 14 * 16 and len(fingerprint.signature) == 112 * 8
-    assert len(pickle.dumps(fingerprint)) < 1300
+    assert len(fingerprint.band_keys) == 14 * 8 and len(fingerprint.signature) == 112 * 4
+    assert len(pickle.dumps(fingerprint)) < 700
     clone = pickle.loads(pickle.dumps(step))
     assert clone.fingerprint(Document("x", " ".join(BASE_WORDS))) == fingerprint
     assert step.fingerprint(Document("empty", "?!")) == MinHashFingerprint("empty", b"", b"")

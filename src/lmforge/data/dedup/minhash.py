@@ -3,11 +3,13 @@
 Per document (in the workers): normalise the text (NFKC, casefold, punctuation stripped,
 digits mapped to 0), split into words, hash every word 5-gram ("shingle"), and take the
 MinHash signature: 112 minima under hash functions ``(a*h + b) mod (2**61 - 1)``. The
-signature is cut into 14 bands of 8 rows and each band hashed to a 16-byte key; only those
-keys (and the signature itself when ``verify_threshold`` is set) travel to the driver.
+signature is cut into 14 bands of 8 rows and each band hashed to a 64-bit key; only those
+keys (112 bytes) and, when ``verify_threshold`` is set, the signature's low 32 bits per value
+(448 bytes; a chance agreement of two different minima is then 2**-32) travel to the driver.
 
-In the driver: documents sharing any band key are candidates and are joined transitively
-with union-find; the first document of each cluster in corpus order (lowest ``DocRef``) is
+In the driver: per band, one stable numpy argsort groups the documents that share a key
+(no per-document dict, so the driver holds ~112 bytes per document, plus 448 when
+verifying); those are candidates and are joined transitively with union-find; the first document of each cluster in corpus order (lowest ``DocRef``) is
 kept, the rest are dropped as ``near_duplicate`` naming the kept id. A pair of Jaccard
 similarity s shares a band with probability 1 - (1 - s**8)**14 (0.56 at 0.7, 0.92 at 0.8):
 FineWeb's target is s >= 0.75.
@@ -24,7 +26,7 @@ s=0.7), and on benchmarks/dedup.py's planted near-duplicates (4,484 documents, 1
 with true Jaccard spread over 0.5..0.95, truth = s >= 0.75) that costs precision: F1 0.80
 (P 0.69, R 0.95) unverified against 0.91 (P 0.90, R 0.91) with verification at 0.75, the
 best of 0.70..0.80 (0.76 ties). The price is the signature travelling with the band keys
-(1,120 instead of 224 bytes per document) and a few comparisons per bucket in the driver.
+(560 instead of 112 bytes per document) and a few comparisons per bucket in the driver.
 """
 
 from __future__ import annotations
@@ -38,15 +40,11 @@ import numpy as np
 from lmforge.config import option
 from lmforge.data.dedup.hashing import ngram_hashes, word_hashes
 from lmforge.data.dedup.normalize import normalize_text
-from lmforge.data.dedup.signature import (band_keys, estimated_jaccard, minhash_signature,
-                                          permutation_parameters)
+from lmforge.data.dedup.signature import band_keys, minhash_signature, permutation_parameters
 from lmforge.data.dedup.unionfind import UnionFind
 from lmforge.data.document import Document
 from lmforge.data.steps import CorpusStep, DocRef, Drop, register_step
 from lmforge.errors import ConfigError
-
-_KEY_BYTES = 16
-
 
 @dataclass
 class MinHashDedupOptions:
@@ -65,10 +63,10 @@ class MinHashDedupOptions:
 
 @dataclass(frozen=True)
 class MinHashFingerprint:
-    """One document's contribution to the driver: id, concatenated band keys, optional signature.
+    """One document's contribution to the driver: id, band keys, optional signature.
 
-    ``band_keys`` is ``num_bands * 16`` bytes, or empty for a document with no words;
-    ``signature`` is the uint64 signature's bytes when verification is on, else empty.
+    ``band_keys`` is ``num_bands`` uint64 keys as bytes, or empty for a document with no words;
+    ``signature`` is the signature's low 32 bits (uint32 bytes) when verification is on, else empty.
     """
 
     doc_id: str
@@ -105,9 +103,9 @@ class MinHashDedup(CorpusStep):
         signature = self.signature(doc.text)
         if signature is None:
             return MinHashFingerprint(doc.id, b"")
-        keys = b"".join(band_keys(signature, self.options.num_bands, self.options.rows_per_band))
-        kept_signature = signature.tobytes() if self.options.verify_threshold is not None else b""
-        return MinHashFingerprint(doc.id, keys, kept_signature)
+        keys = band_keys(signature, self.options.num_bands, self.options.rows_per_band).tobytes()
+        low_bits = signature.astype(np.uint32).tobytes() if self.options.verify_threshold is not None else b""
+        return MinHashFingerprint(doc.id, keys, low_bits)
 
     def decide(self, fingerprints: Iterable[tuple[DocRef, MinHashFingerprint]]) -> dict[DocRef, str]:
         """Map each near-duplicate's ``DocRef`` to the id of its cluster's first document.
@@ -116,49 +114,75 @@ class MinHashDedup(CorpusStep):
         order even if the runner hands fingerprints over in another order.
         """
         entries = sorted(fingerprints, key=lambda entry: entry[0])
-        clusters = UnionFind(len(entries))
-        if self.options.verify_threshold is None:
-            self._join_candidates(entries, clusters)
-        else:
-            self._join_verified(entries, clusters, self.options.verify_threshold)
+        # Rows: the documents that have a signature, in corpus order (row order = doc order).
+        docs_of_rows = [index for index, (_, fp) in enumerate(entries) if fp.band_keys]
+        num_rows, num_bands = len(docs_of_rows), self.options.num_bands
+        keys = np.frombuffer(b"".join(entries[i][1].band_keys for i in docs_of_rows),
+                             dtype=np.uint64).reshape(num_rows, num_bands)
+        threshold = self.options.verify_threshold
+        signatures = None
+        if threshold is not None:
+            signatures = np.frombuffer(b"".join(entries[i][1].signature for i in docs_of_rows),
+                                       dtype=np.uint32).reshape(num_rows, self.num_perm)
+        clusters = UnionFind(num_rows)
+        for band in range(num_bands):
+            for bucket in shared_key_runs(keys[:, band]):
+                if signatures is None:
+                    for row in bucket[1:]:
+                        clusters.union(bucket[0], row)
+                else:
+                    self._join_verified(bucket, signatures, clusters, threshold)
         decisions: dict[DocRef, str] = {}
-        for index, (ref, _) in enumerate(entries):
-            root = clusters.find(index)
-            if root != index:
-                decisions[ref] = entries[root][1].doc_id
+        for row, doc_index in enumerate(docs_of_rows):
+            root = clusters.find(row)
+            if root != row:
+                decisions[entries[doc_index][0]] = entries[docs_of_rows[root]][1].doc_id
         return decisions
 
-    def _band_keys(self, fingerprint: MinHashFingerprint) -> list[bytes]:
-        keys = fingerprint.band_keys
-        return [keys[i:i + _KEY_BYTES] for i in range(0, len(keys), _KEY_BYTES)]
-
-    def _join_candidates(self, entries: list[tuple[DocRef, MinHashFingerprint]], clusters: UnionFind) -> None:
-        # Joining each document to the first member of each of its buckets connects the
-        # whole bucket, so one int per bucket is all the memory this needs.
-        first_in_bucket: dict[bytes, int] = {}
-        for index, (_, fingerprint) in enumerate(entries):
-            for key in self._band_keys(fingerprint):
-                first = first_in_bucket.setdefault(key, index)
-                if first != index:
-                    clusters.union(first, index)
-
-    def _join_verified(self, entries: list[tuple[DocRef, MinHashFingerprint]], clusters: UnionFind,
+    def _join_verified(self, bucket: list[int], signatures: np.ndarray, clusters: UnionFind,
                        threshold: float) -> None:
-        # Verified pairs are not transitive within a bucket (a~b and a~c says nothing of
-        # b~c), so each document is compared with every bucket member not yet in its cluster.
-        members: dict[bytes, list[int]] = {}
-        signatures = [np.frombuffer(fp.signature, dtype=np.uint64) for _, fp in entries]
-        for index in range(len(entries)):
-            for key in self._band_keys(entries[index][1]):
-                bucket = members.setdefault(key, [])
-                for other in bucket:
-                    if clusters.find(other) == clusters.find(index):
-                        continue
-                    if estimated_jaccard(signatures[index], signatures[other]) >= threshold:
-                        clusters.union(other, index)
-                bucket.append(index)
+        """Union the rows of one bucket whose estimated Jaccard reaches ``threshold``.
+
+        Verified similarity is not transitive (a~b and a~c says nothing of b~c), so each row is
+        checked against every group of earlier rows it is not yet joined to; a group's first
+        row is tried first, which settles the common case (many copies of one page) in one
+        comparison instead of one per copy.
+        """
+        groups: list[list[int]] = []
+        for row in bucket:
+            joined, apart = [row], []
+            for group in groups:
+                if clusters.find(group[0]) == clusters.find(row) or self._verifies(row, group, signatures, threshold):
+                    clusters.union(group[0], row)
+                    joined.extend(group)
+                else:
+                    apart.append(group)
+            groups = apart + [joined]
+
+    def _verifies(self, row: int, group: list[int], signatures: np.ndarray, threshold: float) -> bool:
+        signature = signatures[row]
+        if np.count_nonzero(signatures[group[0]] == signature) / self.num_perm >= threshold:
+            return True
+        if len(group) == 1:
+            return False
+        matches = np.count_nonzero(signatures[group[1:]] == signature, axis=1)
+        return bool((matches / self.num_perm >= threshold).any())
 
     def apply(self, doc: Document, decision: Optional[str]) -> Union[Document, Drop]:
         if decision is None:
             return doc
         return Drop("near_duplicate", detail=f"of {decision}")
+
+
+def shared_key_runs(column: np.ndarray) -> list[list[int]]:
+    """Groups of row indices (ascending) that share a key in ``column``; singletons are left out.
+
+    One stable argsort: equal keys end up adjacent and keep their row order, so each group's
+    first index is its earliest document.
+    """
+    order = np.argsort(column, kind="stable")
+    ordered = column[order]
+    boundaries = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [column.size]))
+    return [order[start:end].tolist() for start, end in zip(starts.tolist(), ends.tolist()) if end - start > 1]

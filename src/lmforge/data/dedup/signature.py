@@ -85,14 +85,15 @@ def minhash_signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.
     return signature
 
 
-def band_keys(signature: np.ndarray, num_bands: int, rows_per_band: int) -> list[bytes]:
-    """One 16-byte key per band: equal keys <=> (with overwhelming probability) equal bands.
+def band_keys(signature: np.ndarray, num_bands: int, rows_per_band: int) -> np.ndarray:
+    """One 64-bit key per band (uint64 array): equal keys <=> (but for 2**-64 chances) equal bands.
 
-    The band index is hashed in, so equal rows in different bands never share a bucket.
+    The band index is the hash's salt, so equal rows in different bands never share a key.
     """
     rows = signature.reshape(num_bands, rows_per_band)
-    return [hashlib.blake2b(rows[band].tobytes(), digest_size=16, salt=band.to_bytes(8, "little")).digest()
-            for band in range(num_bands)]
+    return np.array([int.from_bytes(hashlib.blake2b(rows[band].tobytes(), digest_size=8,
+                                                    salt=band.to_bytes(8, "little")).digest(), "little")
+                     for band in range(num_bands)], dtype=np.uint64)
 
 
 def estimated_jaccard(signature_a: np.ndarray, signature_b: np.ndarray) -> float:
