@@ -102,5 +102,6 @@ class LineDedup(CorpusStep):
         units, separators = split_units(doc.text, self.options.unit)
         text = join_units(units, separators, decision)
         if not text.strip():
-            return Drop("empty_after_line_dedup", detail=f"{len(decision)} {self.options.unit}s seen earlier, nothing left")
+            detail = f"{len(decision)} {self.options.unit}s seen earlier, nothing left"
+            return Drop("empty_after_line_dedup", detail=detail)
         return Document(doc.id, text, dict(doc.meta))

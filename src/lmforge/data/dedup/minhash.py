@@ -7,12 +7,12 @@ signature is cut into 14 bands of 8 rows and each band hashed to a 64-bit key; o
 keys (112 bytes) and, when ``verify_threshold`` is set, the signature's low 32 bits per value
 (448 bytes; a chance agreement of two different minima is then 2**-32) travel to the driver.
 
-In the driver: per band, one stable numpy argsort groups the documents that share a key
-(no per-document dict, so the driver holds ~112 bytes per document, plus 448 when
-verifying); those are candidates and are joined transitively with union-find; the first document of each cluster in corpus order (lowest ``DocRef``) is
-kept, the rest are dropped as ``near_duplicate`` naming the kept id. A pair of Jaccard
-similarity s shares a band with probability 1 - (1 - s**8)**14 (0.56 at 0.7, 0.92 at 0.8):
-FineWeb's target is s >= 0.75.
+In the driver: the keys (and signatures) sit in numpy arrays, not in a dict entry per key,
+and per band one stable argsort groups the documents that share a key. Those are candidates,
+joined transitively with union-find; the first document of each cluster in corpus order
+(lowest ``DocRef``) is kept, the rest are dropped as ``near_duplicate`` naming the kept id.
+A pair of Jaccard similarity s shares a band with probability 1 - (1 - s**8)**14 (0.56 at
+0.7, 0.92 at 0.8): FineWeb's target is s >= 0.75.
 
 Short and empty documents: a document with fewer words than ``ngram_size`` has one shingle,
 all of its words, so it still matches its exact (normalised) copies; a document with no
@@ -45,6 +45,7 @@ from lmforge.data.dedup.unionfind import UnionFind
 from lmforge.data.document import Document
 from lmforge.data.steps import CorpusStep, DocRef, Drop, register_step
 from lmforge.errors import ConfigError
+
 
 @dataclass
 class MinHashDedupOptions:
