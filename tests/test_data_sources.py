@@ -127,7 +127,7 @@ def test_text_bad_file_raise_names_file(tmp_path, name, content, words):
     with pytest.raises(DataError) as err:
         read(SourceConfig(kind="text", paths=[str(tmp_path)], on_error="raise"))
     message = str(err.value)
-    assert name in message and words in message and "--source.on_error skip" in message
+    assert name in message and words in message and "on_error: skip" in message
     assert "\n" not in message
 
 
@@ -212,7 +212,7 @@ def test_jsonl_bad_line_raise_names_file_and_line(tmp_path, line, words):
     path = write(tmp_path / "data.jsonl", b'{"text": "ok"}\n' + raw + b"\n")
     with pytest.raises(DataError) as err:
         read(SourceConfig(kind="jsonl", paths=[path]))
-    assert words in str(err.value) and "--source.on_error skip" in str(err.value)
+    assert words in str(err.value) and "on_error: skip" in str(err.value)
 
 
 def test_truncated_gzip_keeps_documents_before_the_cut(tmp_path):

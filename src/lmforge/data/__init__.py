@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Document": "document", "BadDocument": "document", "ReadStats": "document",
-    "read_documents": "sources",
+    "read_documents": "sources", "source_shards": "sources", "read_shard": "sources",
     "prepare": "prepare", "split_fraction": "prepare",
     "encode_documents": "encode",
     "TokenShard": "shards", "check_tokenizer_matches": "shards", "token_dtype": "shards",
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lmforge.data.prepare import prepare, split_fraction
     from lmforge.data.sampler import WindowSampler, get_batch
     from lmforge.data.shards import TokenShard, check_tokenizer_matches, read_meta, token_dtype
-    from lmforge.data.sources import read_documents
+    from lmforge.data.sources import read_documents, read_shard, source_shards
 
 
 def __getattr__(name: str) -> Any:

@@ -69,11 +69,13 @@ def read_shard(cfg: SourceConfig, shard: str, stats: ReadStats) -> Iterator[Docu
 
     Bad documents raise ``DataError`` (naming the file, and line or record) under
     ``on_error: raise``, or are counted in ``stats.skipped`` under ``on_error: skip``. The
-    stdlib source always skips: it is our own built-in corpus, and a few of its files are
+    stdlib and crawl sources always skip: the stdlib is our own corpus, and a few of its files are
     empty or not UTF-8 on purpose. ``cfg.max_documents`` is not applied here (it spans
     shards; ``read_documents`` applies it).
     """
-    on_error = "skip" if cfg.kind == "stdlib" else cfg.on_error
+    # The stdlib is our own corpus (a few files are empty on purpose) and a crawl meets 404s,
+    # redirects and robots.txt refusals as routine: both count and go on.
+    on_error = "skip" if cfg.kind in ("stdlib", "crawl") else cfg.on_error
     num_items = 0
     # A zero-byte file is empty whatever its suffix says (not a "bad PDF" or "bad XML").
     items = () if cfg.kind in FILE_KINDS and _is_zero_bytes(shard) else _shard_items(cfg, shard)
@@ -109,7 +111,7 @@ def _account(item: Item, on_error: str, stats: ReadStats) -> Document | None:
         item = BadDocument(item.id, "empty", f"{item.id} is empty (whitespace only): remove it")
     if isinstance(item, BadDocument):
         if on_error == "raise":
-            raise DataError(f"{item.message}, or pass --source.on_error skip")
+            raise DataError(f"{item.message}, or set on_error: skip (--source.on_error / --input.on_error)")
         stats.record_skip(item.id, item.reason)
         return None
     stats.kept += 1
