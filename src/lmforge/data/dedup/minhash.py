@@ -17,7 +17,9 @@ A pair of Jaccard similarity s shares a band with probability 1 - (1 - s**8)**14
 Short and empty documents: a document with fewer words than ``ngram_size`` has one shingle,
 all of its words, so it still matches its exact (normalised) copies; a document with no
 words at all after normalisation has no signature and never matches anything (use
-``exact_dedup`` for those).
+``exact_dedup`` for those). Words are whitespace-separated tokens, so for scripts written
+without spaces (Chinese, Japanese, Thai) a whole clause is one "word" and only long shared
+runs of text are detected; FineWeb uses a word tokenizer per language there.
 
 ``verify_threshold`` (default 0.75) unions a candidate pair only when the full signatures'
 estimated Jaccard reaches it; ``null`` gives FineWeb's unverified LSH. Why 0.75 by default:
