@@ -288,7 +288,11 @@ class GenerateConfig:
 
 @dataclass
 class ConvertConfig:
-    """`lmforge convert SOURCE --to hf|lmforge --out_dir DIR`: HF-format export and import."""
+    """`lmforge convert SOURCE --to hf|lmforge --out_dir DIR`: HF-format export and import.
+
+    Families: GPT-2, LLaMA, Mistral, Falcon, BERT (masked LM, sequence and token classification
+    heads) and T5 (v1.0 and v1.1; the 100 span-corruption sentinels are written to tokenizer.json
+    as <extra_id_N>)."""
 
     to: Literal["hf", "lmforge"] = _f(
         "hf", "hf: export an lmforge checkpoint (or a run directory's newest) to an HF-format directory; "
@@ -297,7 +301,8 @@ class ConvertConfig:
     out_dir: str = _f("", "directory to write; must not exist or be empty unless overwrite is set")
     overwrite: bool = _f(False, "replace a non-empty out_dir")
     tokenizer_dir: str = _f("", "to lmforge only: an lmforge tokenizer to store with the model, needed when the "
-                                "HF directory has no tokenizer.json with lmforge's five special tokens")
+                                "HF directory has no tokenizer.json with lmforge's five special tokens "
+                                "(e.g. a T5 checkpoint with a SentencePiece tokenizer)")
 
 
 @dataclass
