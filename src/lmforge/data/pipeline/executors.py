@@ -23,25 +23,37 @@ def _report(done: int, total: int, label: str) -> None:
         print(f"{label}: {done}/{total} shards", end=end, file=sys.stderr, flush=True)
 
 
-def run_local(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, label: str) -> list[Any]:
-    """``[fn(t) for t in tasks]`` on a process pool; in this process when one worker is enough."""
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
-    if workers <= 1:
-        results = []
-        for i, task in enumerate(tasks):
-            results.append(fn(task))
-            _report(i + 1, len(tasks), label)
-        return results
-    # spawn, not fork: the parent may hold threads (torch, Ray, tokenizers) that fork would
-    # copy in a locked state.
-    context = multiprocessing.get_context("spawn")
-    results: list[Optional[Any]] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+class LocalExecutor:
+    """A process pool on this machine, started on first need and kept for every stage of a run
+    (starting spawned workers costs about a second: paying it once per run, not per stage)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers or os.cpu_count() or 1
+        self.pool: Optional[ProcessPoolExecutor] = None
+
+    def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any], label: str) -> list[Any]:
+        """``[fn(t) for t in tasks]``; in this process when one worker is enough."""
+        if min(self.workers, len(tasks)) <= 1:
+            results = []
+            for i, task in enumerate(tasks):
+                results.append(fn(task))
+                _report(i + 1, len(tasks), label)
+            return results
+        if self.pool is None:
+            # spawn, not fork: the parent may hold threads (torch, Ray, tokenizers) that fork
+            # would copy in a locked state.
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        results: list[Optional[Any]] = [None] * len(tasks)
+        futures = {self.pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for done, future in enumerate(as_completed(futures), start=1):
             results[futures[future]] = future.result()
             _report(done, len(tasks), label)
-    return results
+        return results
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
 
 class RayExecutor:

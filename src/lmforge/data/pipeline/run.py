@@ -18,7 +18,7 @@ from typing import Any
 
 from lmforge.config import DataRunConfig
 from lmforge.data.docfile import write_json
-from lmforge.data.pipeline.executors import RayExecutor, run_local
+from lmforge.data.pipeline.executors import LocalExecutor, RayExecutor
 from lmforge.data.pipeline.output import stage_dir
 from lmforge.data.pipeline.plan import build_steps, plan_stages
 from lmforge.data.pipeline.stats import ShardStats, merge_run_stats
@@ -69,7 +69,7 @@ def run_pipeline(cfg: DataRunConfig) -> dict[str, Any]:
     out_dir = cfg.output.dir
     _claim_output_dir(out_dir, config)
 
-    executor = RayExecutor(cfg.ray_address, cfg.workers) if cfg.executor == "ray" else None
+    executor = RayExecutor(cfg.ray_address, cfg.workers) if cfg.executor == "ray" else LocalExecutor(cfg.workers)
     shard_stats: list[ShardStats] = []
     try:
         for stage in stages:
@@ -77,10 +77,7 @@ def run_pipeline(cfg: DataRunConfig) -> dict[str, Any]:
                      if not os.path.exists(marker_path(out_dir, stage.index, i))]
             label = f"stage {stage.index + 1}/{len(stages)}"
             if tasks:
-                if executor is not None:
-                    executor.run(run_shard, tasks, label)
-                else:
-                    run_local(run_shard, tasks, cfg.workers, label)
+                executor.run(run_shard, tasks, label)
             for i in range(len(shards)):
                 with open(marker_path(out_dir, stage.index, i), encoding="utf-8") as f:
                     shard_stats.append(ShardStats.from_dict(json.load(f)))
@@ -89,8 +86,7 @@ def run_pipeline(cfg: DataRunConfig) -> dict[str, Any]:
             if stage.index > 0:
                 _drop_stage_files(out_dir, stage.index - 1, len(shards))
     finally:
-        if executor is not None:
-            executor.close()
+        executor.close()
 
     stats = merge_run_stats([s.name for s in steps], shard_stats)
     stats = {"input": {"kind": cfg.input.kind, "paths": list(cfg.input.paths), "shards": len(shards)},
