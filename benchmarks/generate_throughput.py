@@ -2,13 +2,16 @@
 
 Both libraries get the identical model (our weights copied into the HF class by
 `lmforge.interop.hf`), the same prompt repeated over the batch, greedy decoding and exactly
-`--new-tokens` new tokens (no early stop). Runs alternate between the two libraries so both
+`--new-tokens` new tokens (no early stop). A T5 preset (e.g. t5-quickstart) compares
+`generate_seq2seq` with HF `T5ForConditionalGeneration.generate`: the prompt is the encoder
+input and decoding starts from token 0. Runs alternate between the two libraries so both
 see the same machine noise; the figure is the median over `--repeats`. The generated tokens
 must be identical: the benchmark checks it, so the comparison is of the same work.
 
 Prints a table, then one JSON line with every figure and the lmforge/HF ratios.
 
     python benchmarks/generate_throughput.py                        # CPU: llama and gpt2 quickstart sizes
+    python benchmarks/generate_throughput.py --configs t5-quickstart --batch-sizes 8
     python benchmarks/generate_throughput.py --configs gpt2-124m --device cuda
 """
 
@@ -24,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from lmforge.config import ModelConfig, load_config
-from lmforge.generate import generate
+from lmforge.generate import generate, generate_seq2seq
 from lmforge.interop.hf import to_hf_model
 from lmforge.models import build_model, count_parameters
 
@@ -69,20 +72,28 @@ def bench_config(name: str, args: argparse.Namespace, device: torch.device) -> l
     theirs = to_hf_model(ours.cpu()).to(device).eval()
     ours.to(device)
     vocab = ours.config.vocab_size
+    seq2seq = ours.config.family == "t5"
+    theirs.generation_config.eos_token_id = None  # exactly --new-tokens, no token suppressed as eos
     prompt_1T = torch.randint(0, vocab, (1, args.prompt_len), generator=torch.Generator().manual_seed(args.seed))
     results = []
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         prompt_BT = prompt_1T.expand(batch_size, -1).contiguous().to(device)
 
         def run_ours() -> torch.Tensor:
-            return torch.stack(list(generate(ours, prompt_BT, args.new_tokens, temperature=0.0)), dim=1)
+            if seq2seq:
+                steps = generate_seq2seq(ours, prompt_BT, args.new_tokens, temperature=0.0, decoder_start_id=0)
+            else:
+                steps = generate(ours, prompt_BT, args.new_tokens, temperature=0.0)
+            return torch.stack(list(steps), dim=1)
 
         def run_hf() -> torch.Tensor:
+            extra = {"decoder_start_token_id": 0} if seq2seq else {}
             with torch.inference_mode():
                 out = theirs.generate(prompt_BT, attention_mask=torch.ones_like(prompt_BT), do_sample=False,
                                       max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                      pad_token_id=0, eos_token_id=None)
-            return out[:, args.prompt_len:]
+                                      pad_token_id=0, eos_token_id=None, **extra)
+            # decoder-only: prompt + new tokens; seq2seq: the start token + new tokens
+            return out[:, 1:] if seq2seq else out[:, args.prompt_len:]
 
         run_ours(), run_hf()  # warm-up
         times: dict[str, list[float]] = {"lmforge": [], "hf": []}

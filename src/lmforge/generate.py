@@ -9,11 +9,13 @@ top-p. Each takes logits and returns new logits (the input is never modified).
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from contextlib import ExitStack
+from typing import Callable, Iterator, Optional
 
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.models.blocks import FrozenLinear, inference_weights
 
 
 def apply_repetition_penalty(logits_BV: torch.Tensor, token_ids_BS: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -70,10 +72,22 @@ def _hold_finished(next_B: torch.Tensor, finished_B: torch.Tensor, eos_id: Optio
     return next_B
 
 
+def _fast_path(fast: Optional[bool], device: torch.device) -> bool:
+    """`fast` None means: on CPU (where the fused, oneDNN-packed weights were measured to pay;
+    elsewhere their extra copy of the weights would cost accelerator memory unmeasured)."""
+    return device.type == "cpu" if fast is None else fast
+
+
+def _head(model: torch.nn.Module, fast: bool, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The output head, frozen (see `FrozenLinear`) on the fast path when it is a plain Linear."""
+    head = model.output
+    return FrozenLinear([head], rows) if fast and type(head) is torch.nn.Linear else head
+
+
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, eos_id: Optional[int] = None,
-             generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
+             generator: Optional[torch.Generator] = None, fast: Optional[bool] = None) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, (B,) int64, one step at a time.
 
     The prompt (all rows the same length, no padding) is run in one forward that fills a KV
@@ -82,6 +96,11 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
     `eos_id`), or when prompt + new tokens reach the model's `max_seq_len` (the context is
     not slid: nothing is generated past it). The model runs in eval mode (no dropout) and
     gets its previous mode back at the end. `generator` seeds sampling (same device as model).
+
+    `fast` (default: on for CPU) runs the projections with fused, frozen copies of the
+    weights (`lmforge.models.blocks.inference_weights`): the same function, rounded
+    differently (logits agree to ~1e-5), one extra copy of the layer weights while the
+    generator lives, and parameters changed during the generation are not seen.
     """
     batch_size, prompt_len = prompt_ids_BT.shape
     max_seq_len = model.config.max_seq_len
@@ -91,9 +110,14 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
     num_new = min(max_new_tokens, max_seq_len - prompt_len)
     if num_new <= 0:
         return
+    fast = _fast_path(fast, prompt_ids_BT.device)
     was_training = model.training
     model.eval()
-    try:
+    with ExitStack() as stack:
+        stack.callback(model.train, was_training)
+        if fast:
+            stack.enter_context(inference_weights(model, batch_size))
+        head = _head(model, fast, batch_size)
         kv_cache = model.new_kv_cache(batch_size, prompt_len + num_new - 1)
         seen_BS = torch.empty(batch_size, prompt_len + num_new, dtype=torch.long, device=prompt_ids_BT.device)
         seen_BS[:, :prompt_len] = prompt_ids_BT
@@ -102,7 +126,7 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
         for step in range(num_new):
             # Only the last position's logits are needed: skip the (T, V) head of the prefill.
             hidden_BD = model.hidden_states(input_ids_BT, kv_cache)[:, -1]
-            logits_BV = model.output(hidden_BD).float()
+            logits_BV = head(hidden_BD).float()
             logits_BV = apply_repetition_penalty(logits_BV, seen_BS[:, :prompt_len + step], repetition_penalty)
             next_B = _hold_finished(sample_next_token(logits_BV, temperature, top_k, top_p, generator),
                                     finished_B, eos_id)
@@ -111,15 +135,14 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
                 return
             seen_BS[:, prompt_len + step] = next_B
             input_ids_BT = next_B.unsqueeze(1)
-    finally:
-        model.train(was_training)
 
 
 @torch.inference_mode()
 def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new_tokens: int,
                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_id: Optional[int] = None,
                      decoder_start_id: int = 0, generator: Optional[torch.Generator] = None,
-                     attention_mask_BT: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+                     attention_mask_BT: Optional[torch.Tensor] = None,
+                     fast: Optional[bool] = None) -> Iterator[torch.Tensor]:
     """Yield the next target token of every row, (B,) int64, one step at a time, from an
     encoder-decoder (`T5Model`: `encode`, `new_cache`, `decode`).
 
@@ -130,15 +153,19 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
     pad id, 0). Stops after `max_new_tokens` or when every row has produced `eos_id` (a
     finished row keeps yielding `eos_id`). Sampling as in `generate` (`sample_next_token`:
     temperature 0 is greedy); the model runs in eval mode and gets its previous mode back.
+    `fast` as in `generate` (fused, frozen projection weights; the head stays as it is).
     """
     if input_ids_BT.shape[1] == 0:
         raise LmforgeError("the input has no tokens")
     if max_new_tokens <= 0:
         return
+    batch_size = input_ids_BT.shape[0]
     was_training = model.training
     model.eval()
-    try:
-        batch_size = input_ids_BT.shape[0]
+    with ExitStack() as stack:
+        stack.callback(model.train, was_training)
+        if _fast_path(fast, input_ids_BT.device):
+            stack.enter_context(inference_weights(model, batch_size))
         encoder_out_BTD = model.encode(input_ids_BT, attention_mask_BT)
         cache = model.new_cache(encoder_out_BTD, max_new_tokens, attention_mask_BT)
         finished_B = torch.zeros(batch_size, dtype=torch.bool, device=input_ids_BT.device)
@@ -151,5 +178,3 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
             if eos_id is not None and bool(finished_B.all()):
                 return
             next_B1 = next_B.unsqueeze(1)
-    finally:
-        model.train(was_training)
