@@ -1,7 +1,8 @@
 """MinHash dedup: signature throughput against datatrove, and detection quality on planted near-duplicates.
 
 (a) Throughput: ``minhash_dedup``'s worker pass (``fingerprint``: normalise, shingle, 112
-    permutations, 14 band keys) on ~3 KB documents, one core, against a plain numpy MinHash
+    permutations, 14 band keys, and with the default options the bottom-512 sketch that
+    verification uses; also timed without it) on ~3 KB documents, one core, against a plain numpy MinHash
     (sha1 per shingle, one matrix: REFERENCE.md's ~1,000 docs/s per core) and datatrove's
     ``MinhashDedupSignature.get_shingles`` + ``get_signature`` on the same documents (sha1
     64-bit hashing: datatrove's default xxhash needs a package lmforge does not install).
@@ -11,9 +12,11 @@
     insertions, deletions) to hit target Jaccard similarities spread over ``--spread``;
     the true Jaccard of each pair is measured on the same normalised 5-gram shingle sets the
     step uses. Ground truth: pairs with true Jaccard >= 0.75 (FineWeb's target). Predicted:
-    pairs in the same cluster after ``decide``. Reports pair precision, recall and F1 for
-    several ``verify_threshold`` values, and per similarity bucket the detection rate next to
-    the theoretical 1 - (1 - s^8)^14.
+    pairs in the same cluster after ``decide``. Reports pair precision, recall and F1 with
+    no verification (FineWeb), with the Jaccard estimated from the 112-value signature
+    (``verify_sketch_size: 0``, the previous default) and from bottom-k sketches (the
+    default, k = 512; other k at 0.75), for several ``verify_threshold`` values, and per
+    similarity bucket the detection rate next to the theoretical 1 - (1 - s^8)^14.
 
 Prints tables, then one JSON line with every figure.
 
@@ -39,7 +42,8 @@ import numpy as np
 
 from lmforge.data.dedup.minhash import MinHashDedup, MinHashDedupOptions, MinHashFingerprint
 from lmforge.data.dedup.normalize import normalize_text
-from lmforge.data.dedup.signature import MERSENNE_PRIME, band_keys, candidate_probability
+from lmforge.data.dedup.signature import MERSENNE_PRIME, band_keys, candidate_probability, minhash_signature
+from lmforge.data.dedup.sketch import bottom_k_sketch
 from lmforge.data.document import Document
 from lmforge.data.steps import DocRef
 
@@ -59,8 +63,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--base-docs", type=int, default=3000, help="distinct documents in the quality corpus")
     parser.add_argument("--planted-fraction", type=float, default=0.5, help="base documents that get a variant")
     parser.add_argument("--spread", default="0.5,0.95", help="target Jaccard range of the variants")
-    parser.add_argument("--verify-thresholds", default="none,0.7,0.72,0.74,0.75,0.76,0.78,0.8",
-                        help="verify_threshold values compared ('none' = FineWeb, no verification)")
+    parser.add_argument("--verify-thresholds", default="0.7,0.72,0.74,0.75,0.76,0.78,0.8",
+                        help="verify_threshold values compared with the default bottom-k sketch")
+    parser.add_argument("--signature-thresholds", default="0.74,0.75,0.76",
+                        help="verify_threshold values compared with the signature estimate (verify_sketch_size 0)")
+    parser.add_argument("--sketch-sizes", default="128,256,512,1024",
+                        help="verify_sketch_size values compared at verify_threshold 0.75")
     parser.add_argument("--throughput-docs", type=int, default=500, help="~3 KB documents timed for throughput")
     parser.add_argument("--peer-docs", type=int, default=200, help="of those, how many datatrove signs")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per library")
@@ -222,6 +230,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     texts = [render(make_tokens(rng, vocab, probs, 560)) for _ in range(args.throughput_docs)]
     docs = [Document(f"t{i}", text) for i, text in enumerate(texts)]
     step = MinHashDedup(MinHashDedupOptions())
+    no_sketch = MinHashDedup(MinHashDedupOptions(verify_threshold=None))
     peer = None
     if not args.no_peer:
         from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
@@ -230,12 +239,16 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         peer = MinhashDedupSignature(output_folder=tempfile.mkdtemp(),
                                      config=MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1")))
         peer.get_signature(peer.get_shingles(texts[0]))  # loads its word tokenizer outside the timing
-    ours, plain, theirs = [], [], []
+    ours, bare, plain, theirs = [], [], [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
         for doc in docs:
             step.fingerprint(doc)
         ours.append(len(docs) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for doc in docs:
+            no_sketch.fingerprint(doc)
+        bare.append(len(docs) / (time.perf_counter() - start))
         start = time.perf_counter()
         for text in texts:
             plain_numpy_signature(text, step.perm_a, step.perm_b)
@@ -247,6 +260,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             theirs.append(min(args.peer_docs, len(texts)) / (time.perf_counter() - start))
     result = {"mean_doc_bytes": round(statistics.mean(len(t.encode()) for t in texts)),
               "lmforge_docs_per_s": round(statistics.median(ours), 1),
+              "lmforge_no_sketch_docs_per_s": round(statistics.median(bare), 1),
               "plain_numpy_docs_per_s": round(statistics.median(plain), 1)}
     result["lmforge_over_plain_numpy"] = round(result["lmforge_docs_per_s"] / result["plain_numpy_docs_per_s"], 2)
     if theirs:
@@ -270,12 +284,27 @@ def parse_thresholds(text: str) -> list[Optional[float]]:
     return [None if value.strip().lower() == "none" else float(value) for value in text.split(",")]
 
 
-def evaluate(threshold: Optional[float], fingerprints: list, refs: dict[DocRef, str],
+def setting_name(threshold: Optional[float], sketch_size: int) -> str:
+    """'none', 'sig@0.75' (signature estimate) or 'k512@0.75' (bottom-k sketch)."""
+    if threshold is None:
+        return "none"
+    return f"sig@{threshold}" if sketch_size == 0 else f"k{sketch_size}@{threshold}"
+
+
+def with_sketch_size(fingerprints: list, sketch_size: int) -> list:
+    """The fingerprints with sketches cut to ``sketch_size`` values: the bottom-k of a bottom-K sketch (k <= K)."""
+    return [(ref, MinHashFingerprint(fp.doc_id, fp.band_keys, fp.signature, fp.sketch[:4 * sketch_size]))
+            for ref, fp in fingerprints]
+
+
+def evaluate(threshold: Optional[float], sketch_size: int, fingerprints: list, refs: dict[DocRef, str],
              shingles: dict[str, set], planted: list[tuple[str, str]], truth_of_planted: dict,
              true_pairs: set, num_bands: int = 14, rows_per_band: int = 8) -> dict[str, Any]:
-    """Run ``decide`` at one verify threshold; score predicted pairs against the true Jaccard."""
-    step = MinHashDedup(MinHashDedupOptions(verify_threshold=threshold, num_bands=num_bands,
-                                            rows_per_band=rows_per_band))
+    """Run ``decide`` with one verification setting; score predicted pairs against the true Jaccard."""
+    step = MinHashDedup(MinHashDedupOptions(verify_threshold=threshold, verify_sketch_size=sketch_size,
+                                            num_bands=num_bands, rows_per_band=rows_per_band))
+    if threshold is not None and sketch_size > 0:
+        fingerprints = with_sketch_size(fingerprints, sketch_size)
     start = time.perf_counter()
     decisions = step.decide(fingerprints)
     decide_seconds = time.perf_counter() - start
@@ -295,7 +324,8 @@ def evaluate(threshold: Optional[float], fingerprints: list, refs: dict[DocRef, 
     clear_tp = sum(1 for p in clear if detected[p] and truth_of_planted[p] >= TRUTH_THRESHOLD)
     clear_fp = sum(1 for p in clear if detected[p] and truth_of_planted[p] < TRUTH_THRESHOLD) + unplanted
     clear_fn = sum(1 for p in clear if not detected[p] and truth_of_planted[p] >= TRUTH_THRESHOLD)
-    return {"layout": f"{num_bands}x{rows_per_band}", "verify_threshold": threshold, "predicted_pairs": len(predicted),
+    return {"layout": f"{num_bands}x{rows_per_band}", "setting": setting_name(threshold, sketch_size),
+            "verify_threshold": threshold, "verify_sketch_size": sketch_size, "predicted_pairs": len(predicted),
             "true_pairs": len(true_pairs), "true_positive_pairs": true_positive,
             "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1_of(precision, recall), 4),
             "f1_outside_0.65_0.85": round(f1_of(clear_tp / max(1, clear_tp + clear_fp),
@@ -307,27 +337,50 @@ def f1_of(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+def both_fingerprint(step: MinHashDedup, doc: Document, sketch_size: int) -> MinHashFingerprint:
+    """A fingerprint carrying the signature's low 32 bits and a bottom-``sketch_size`` sketch,
+    so that every verification setting can be scored on the same band keys."""
+    shingles = step.shingle_hashes(doc.text)
+    if shingles.size == 0:
+        return MinHashFingerprint(doc.id, b"")
+    signature = minhash_signature(shingles, step.perm_a, step.perm_b)
+    return MinHashFingerprint(doc.id, band_keys(signature, 14, 8).tobytes(), signature.astype(np.uint32).tobytes(),
+                              bottom_k_sketch(shingles, sketch_size).tobytes())
+
+
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     docs, planted = build_quality_corpus(args)
     num_shards = 4
     refs = {DocRef(i % num_shards, i // num_shards): doc.id for i, doc in enumerate(docs)}
     by_id = {doc.id: doc for doc in docs}
-    signer = MinHashDedup(MinHashDedupOptions(verify_threshold=0.5))  # keeps the signature for every setting
+    default_options = MinHashDedupOptions()
+    signer = MinHashDedup(default_options)
     start = time.perf_counter()
-    fingerprints = [(ref, signer.fingerprint(by_id[doc_id])) for ref, doc_id in refs.items()]
+    for doc_id in refs.values():
+        signer.fingerprint(by_id[doc_id])  # timed only: the default worker pass, sketch included
     sign_seconds = time.perf_counter() - start
+    sketch_sizes = [int(k) for k in args.sketch_sizes.split(",")]
+    largest = max(sketch_sizes + [default_options.verify_sketch_size])
+    fingerprints = [(ref, both_fingerprint(signer, by_id[doc_id], largest)) for ref, doc_id in refs.items()]
     shingles = {doc.id: shingle_set(doc.text) for doc in docs}
     truth_of_planted = {pair: jaccard(shingles[pair[0]], shingles[pair[1]]) for pair in planted}
     true_pairs = {frozenset(p) for p, s in truth_of_planted.items() if s >= TRUTH_THRESHOLD}
 
-    settings = [evaluate(threshold, fingerprints, refs, shingles, planted, truth_of_planted, true_pairs)
-                for threshold in parse_thresholds(args.verify_thresholds)]
+    default_k = default_options.verify_sketch_size
+    combos = [(None, 0)] + [(t, 0) for t in parse_thresholds(args.signature_thresholds)]
+    combos += [(t, default_k) for t in parse_thresholds(args.verify_thresholds)]
+    combos += [(0.75, k) for k in sketch_sizes if (0.75, k) not in combos]
+    settings = [evaluate(threshold, k, fingerprints, refs, shingles, planted, truth_of_planted, true_pairs)
+                for threshold, k in combos]
     # Another split of the same 112 values: 28 bands of 4 rows make almost every pair above 0.6
     # a candidate and leave the thresholding to verification (bands re-keyed from the signature).
-    rebanded = [(ref, MinHashFingerprint(fp.doc_id, band_keys(np.frombuffer(fp.signature, np.uint32), 28, 4).tobytes()
-                                         if fp.band_keys else b"", fp.signature)) for ref, fp in fingerprints]
-    alternative = evaluate(0.75, rebanded, refs, shingles, planted, truth_of_planted, true_pairs, 28, 4)
-    del alternative["_detected"]
+    rebanded = [(ref, MinHashFingerprint(
+        fp.doc_id, band_keys(np.frombuffer(fp.signature, np.uint32), 28, 4).tobytes() if fp.band_keys else b"",
+        fp.signature, fp.sketch)) for ref, fp in fingerprints]
+    alternatives = [evaluate(0.75, k, rebanded, refs, shingles, planted, truth_of_planted, true_pairs, 28, 4)
+                    for k in (0, default_k)]
+    for alternative in alternatives:
+        del alternative["_detected"]
 
     buckets = []
     edges = [round(0.5 + 0.05 * i, 2) for i in range(10)] + [1.0001]
@@ -338,8 +391,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         row = {"bucket": f"{low:.2f}-{min(high, 1.0):.2f}", "pairs": len(pairs),
                "theory": round(statistics.mean(candidate_probability(truth_of_planted[p], 14, 8) for p in pairs), 3)}
         for setting in settings:
-            key = "none" if setting["verify_threshold"] is None else str(setting["verify_threshold"])
-            row[f"rate_{key}"] = round(sum(setting["_detected"][p] for p in pairs) / len(pairs), 3)
+            if setting["verify_sketch_size"] == default_k or setting["setting"] in ("none", "sig@0.75"):
+                row[f"rate_{setting['setting']}"] = round(sum(setting["_detected"][p] for p in pairs) / len(pairs), 3)
         buckets.append(row)
     below = [s for s in truth_of_planted.values() if s < 0.5]
     for setting in settings:
@@ -354,7 +407,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     theory = {"precision": round(expected_precision, 4), "recall": round(expected_recall, 4),
               "f1": round(2 * expected_precision * expected_recall / (expected_precision + expected_recall), 4)}
     return {"docs": len(docs), "planted_pairs": len(planted), "planted_below_0.5": len(below),
-            "theory_unverified": theory, "alternative_layout": alternative,
+            "theory_unverified": theory, "alternative_layout": alternatives,
             "sign_docs_per_s": round(len(docs) / sign_seconds, 1), "settings": settings, "buckets": buckets}
 
 
@@ -366,7 +419,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     speed = throughput(args)
     print(f"(a) MinHash signatures, one core, {args.throughput_docs} docs of ~{speed['mean_doc_bytes']} bytes "
           f"(14 bands x 8 rows, 5-grams)")
-    print(f"  lmforge minhash_dedup.fingerprint  {speed['lmforge_docs_per_s']:>9.1f} docs/s")
+    print(f"  lmforge minhash_dedup.fingerprint  {speed['lmforge_docs_per_s']:>9.1f} docs/s   "
+          f"(default: signature + bottom-512 sketch)")
+    print(f"  ... without the sketch (verify null) {speed['lmforge_no_sketch_docs_per_s']:>7.1f} docs/s")
     print(f"  plain numpy MinHash (sha1/shingle) {speed['plain_numpy_docs_per_s']:>9.1f} docs/s   "
           f"lmforge / plain {speed['lmforge_over_plain_numpy']:.2f}x")
     if "datatrove_docs_per_s" in speed:
@@ -377,26 +432,29 @@ def main(argv: Optional[list[str]] = None) -> None:
     report = quality(args)
     print(f"\n(b) quality: {report['docs']} docs, {report['planted_pairs']} planted pairs "
           f"(target Jaccard {args.spread}), truth = true Jaccard >= {TRUTH_THRESHOLD}")
-    print(f"  {'bands x rows':>12} {'verify_threshold':>16} {'pred pairs':>10} {'true pairs':>10} {'precision':>9} "
+    print(f"  {'bands x rows':>12} {'verification':>16} {'pred pairs':>10} {'true pairs':>10} {'precision':>9} "
           f"{'recall':>7} {'F1':>7} {'F1 clear':>8} {'dropped':>8}")
-    for s in report["settings"] + [report["alternative_layout"]]:
-        name = "none (FineWeb)" if s["verify_threshold"] is None else str(s["verify_threshold"])
-        if s["verify_threshold"] == MinHashDedupOptions().verify_threshold and s["layout"] == "14x8":
+    defaults = MinHashDedupOptions()
+    for s in report["settings"] + report["alternative_layout"]:
+        name = "none (FineWeb)" if s["verify_threshold"] is None else s["setting"]
+        if (s["verify_threshold"], s["verify_sketch_size"], s["layout"]) == (
+                defaults.verify_threshold, defaults.verify_sketch_size, "14x8"):
             name += " *"
         print(f"  {s['layout']:>12} {name:>16} {s['predicted_pairs']:>10} {s['true_pairs']:>10} {s['precision']:>9.4f} "
               f"{s['recall']:>7.4f} {s['f1']:>7.4f} {s['f1_outside_0.65_0.85']:>8.4f} {s['dropped_docs']:>8}")
     theory = report["theory_unverified"]
     print(f"  {'14x8':>12} {'theory, none':>16} {'':>10} {'':>10} {theory['precision']:>9.4f} {theory['recall']:>7.4f} "
           f"{theory['f1']:>7.4f}   (expected from 1-(1-s^8)^14 on these pairs)")
-    print("  (* = minhash_dedup's default; F1 clear = leaving out planted pairs with true Jaccard in 0.65..0.85)")
+    print("  (* = minhash_dedup's default; sig@t = signature estimate >= t (verify_sketch_size 0), k512@t = "
+          "bottom-512 sketch estimate >= t;\n   F1 clear = leaving out planted pairs with true Jaccard in 0.65..0.85)")
     rate_keys = [k for k in report["buckets"][0] if k.startswith("rate_")] if report["buckets"] else []
     print(f"\n  detection rate per true-Jaccard bucket (theory = mean of 1-(1-s^8)^14 over the bucket)")
-    print(f"  {'bucket':>10} {'pairs':>6} {'theory':>7} " + " ".join(f"{k[5:]:>6}" for k in rate_keys))
+    print(f"  {'bucket':>10} {'pairs':>6} {'theory':>7} " + " ".join(f"{k[5:]:>9}" for k in rate_keys))
     for row in report["buckets"]:
         print(f"  {row['bucket']:>10} {row['pairs']:>6} {row['theory']:>7.3f} "
-              + " ".join(f"{row[k]:>6.3f}" for k in rate_keys))
-    default_threshold = MinHashDedupOptions().verify_threshold
-    default = next(s for s in report["settings"] if s["verify_threshold"] == default_threshold)
+              + " ".join(f"{row[k]:>9.3f}" for k in rate_keys))
+    default = next(s for s in report["settings"] if (s["verify_threshold"], s["verify_sketch_size"]) ==
+                   (defaults.verify_threshold, defaults.verify_sketch_size))
     print(json.dumps({"benchmark": "dedup", "throughput": speed, "quality": report,
                       "default_f1": default["f1"], "default_precision": default["precision"],
                       "default_recall": default["recall"]}))

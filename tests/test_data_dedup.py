@@ -25,6 +25,7 @@ from lmforge.data.dedup.normalize import normalize_text
 from lmforge.data.dedup.signature import (MERSENNE_PRIME, affine_mod_mersenne, band_keys,
                                           candidate_probability, estimated_jaccard,
                                           permutation_parameters)
+from lmforge.data.dedup.sketch import bottom_k_sketch, sketch_jaccard
 from lmforge.data.dedup.unionfind import UnionFind
 from lmforge.data.document import Document
 from lmforge.data.steps import DocRef, Drop, build_step
@@ -144,10 +145,13 @@ def test_ngram_hashes_count_and_short_sequences() -> None:
 
 def test_hashes_are_the_same_in_another_process_with_another_hash_seed() -> None:
     code = ("from lmforge.data.dedup.hashing import word_hashes, ngram_hashes, digest64;"
-            "print(ngram_hashes(word_hashes('the quick brown fox jumps over'), 5).tolist(), digest64('x'))")
+            "from lmforge.data.dedup.sketch import bottom_k_sketch;"
+            "h = ngram_hashes(word_hashes('the quick brown fox jumps over'), 5);"
+            "print(h.tolist(), digest64('x'), bottom_k_sketch(h, 1).tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "12345", "PATH": ""}).stdout.strip()
-    here = f"{ngram_hashes(word_hashes('the quick brown fox jumps over'), 5).tolist()} {digest64('x')}"
+    hashes = ngram_hashes(word_hashes('the quick brown fox jumps over'), 5)
+    here = f"{hashes.tolist()} {digest64('x')} {bottom_k_sketch(hashes, 1).tolist()}"
     assert out == here
 
 
@@ -283,9 +287,10 @@ def minhash_corpus() -> list[Document]:
     ]
 
 
-@pytest.mark.parametrize("sizes", [[10], [3, 3, 4], [1, 1, 8]])
-def test_minhash_dedup_flags_duplicates_not_unrelated(sizes: list[int]) -> None:
-    kept, dropped = run_corpus_step(MinHashDedup(MinHashDedupOptions()), split_into(minhash_corpus(), sizes))
+@pytest.mark.parametrize("sizes,sketch_size", [([10], 512), ([3, 3, 4], 512), ([1, 1, 8], 512), ([3, 3, 4], 0)])
+def test_minhash_dedup_flags_duplicates_not_unrelated(sizes: list[int], sketch_size: int) -> None:
+    step = MinHashDedup(MinHashDedupOptions(verify_sketch_size=sketch_size))
+    kept, dropped = run_corpus_step(step, split_into(minhash_corpus(), sizes))
     assert sorted(kept) == ["empty1", "empty2", "far", "orig", "other", "short", "short-other"]
     assert dropped == {"copy": Drop("near_duplicate", "of orig"), "near": Drop("near_duplicate", "of orig"),
                        "short-copy": Drop("near_duplicate", "of short")}
@@ -325,6 +330,101 @@ def test_minhash_verify_threshold_rejects_low_similarity_candidates() -> None:
     assert sorted(kept) == ["a", "b"] and dropped == {"c": Drop("near_duplicate", "of a")}
 
 
+def top32(values: list[int]) -> np.ndarray:
+    """uint64 hashes whose top 32 bits are ``values`` (low bits set, which the sketch must ignore)."""
+    return np.array([(v << 32) | 0xABCD for v in values], dtype=np.uint64)
+
+
+def test_bottom_k_sketch_keeps_the_k_smallest_distinct_top_bits() -> None:
+    hashes = top32([9, 3, 5, 3, 1, 5])
+    assert bottom_k_sketch(hashes, 3).tolist() == [1, 3, 5]
+    assert bottom_k_sketch(hashes, 10).tolist() == [1, 3, 5, 9]  # fewer distinct values than k: all of them
+    assert bottom_k_sketch(hashes, 3).dtype == np.uint32
+    assert bottom_k_sketch(np.empty(0, dtype=np.uint64), 4).size == 0
+    # Large inputs go through np.partition: same answer as the plain sort, repeats included.
+    rng = np.random.default_rng(0)
+    for size, distinct_values in [(5000, 1 << 32), (5000, 700), (5000, 300), (3000, 50)]:
+        values = rng.integers(0, distinct_values, size=size, dtype=np.uint64) << np.uint64(32)
+        expected = np.unique(values >> np.uint64(32))[:512].tolist()
+        assert bottom_k_sketch(values, 512).tolist() == expected, (size, distinct_values)
+
+
+def test_sketch_jaccard_hand_computed() -> None:
+    a, b = np.array([1, 2, 4, 6], np.uint32), np.array([1, 3, 4, 5], np.uint32)
+    # k = 4, both sketches full: the union's 4 smallest are 1, 2, 3, 4, of which 1 and 4 are in both.
+    assert sketch_jaccard(a, b, 4) == 2 / 4
+    # k = 8: both sketches are whole sets: |{1, 4}| / |{1, 2, 3, 4, 5, 6}|, exact.
+    assert sketch_jaccard(a, b, 8) == 2 / 6
+    # One whole set {2, 9} (k = 4) and one cut sketch: sample 1, 2, 3, 4, only 2 shared.
+    assert sketch_jaccard(np.array([2, 9], np.uint32), np.array([1, 2, 3, 4], np.uint32), 4) == 1 / 4
+    assert sketch_jaccard(a, a, 4) == 1.0
+    assert sketch_jaccard(a[:0], a[:0], 4) == 0.0
+
+
+def test_sketch_jaccard_is_exact_on_small_documents() -> None:
+    step = MinHashDedup(MinHashDedupOptions())
+
+    def sketch(text: str) -> np.ndarray:
+        return bottom_k_sketch(step.shingle_hashes(text), 512)
+
+    # Shingles of "a b c d e f g": abcde, bcdef, cdefg; of "a b c d e f x": abcde, bcdef, cdefx.
+    # Shared 2 of 4 distinct: J = 1/2.
+    assert sketch_jaccard(sketch("a b c d e f g"), sketch("A b, c d e f x!"), 512) == 0.5
+    # "a b c d e f g h" adds defgh to the first set: J = 3/4.
+    assert sketch_jaccard(sketch("a b c d e f g h"), sketch("a b c d e f g"), 512) == 0.75
+    # A repeated shingle counts once: "a b c d e a b c d e" = abcde, bcdea, cdeab, deabc, eabcd, abcde.
+    assert sketch("a b c d e a b c d e").size == 5
+    assert sketch_jaccard(sketch("a b c d e a b c d e"), sketch("a b c d e"), 512) == 1 / 5
+    # 400-shingle documents (< k): every 40th word replaced -> J = 350/450 exactly.
+    base, variant = " ".join(BASE_WORDS), " ".join(replaced_every(BASE_WORDS, 40, "z"))
+    assert sketch_jaccard(sketch(base), sketch(variant), 512) == pytest.approx(350 / 450, abs=1e-12)
+
+
+def test_sketch_estimate_is_close_for_large_documents_and_beats_the_signature() -> None:
+    # 20 pairs of 5,000-shingle documents (above k = 512, so the sketch samples): every 40th
+    # word replaced -> J = (5000 - 625) / (5000 + 625) = 0.7778. Bottom-512 standard deviation
+    # there is 0.018 (times sqrt((n-k)/(n-1)) = 0.95), the 112-value signature's 0.039.
+    step = MinHashDedup(MinHashDedupOptions())
+    expected = 4375 / 5625
+    sketch_errors, signature_errors = [], []
+    for pair in range(20):
+        words = [f"p{letter_word(pair)}x{letter_word(i)}" for i in range(5004)]
+        base, variant = " ".join(words), " ".join(replaced_every(words, 40, "z"))
+        if pair == 0:
+            assert true_jaccard(base, variant) == pytest.approx(expected)
+        base_hashes, variant_hashes = step.shingle_hashes(base), step.shingle_hashes(variant)
+        estimate = sketch_jaccard(bottom_k_sketch(base_hashes, 512), bottom_k_sketch(variant_hashes, 512), 512)
+        sketch_errors.append(estimate - expected)
+        signature_errors.append(estimated_jaccard(step.signature(base), step.signature(variant)) - expected)
+    assert max(abs(e) for e in sketch_errors) < 0.06  # ~3.5 standard deviations
+    assert abs(float(np.mean(sketch_errors))) < 0.012  # unbiased: mean of 20 has sd 0.004
+    assert float(np.std(sketch_errors)) < 0.03
+    assert float(np.mean(np.abs(sketch_errors))) < float(np.mean(np.abs(signature_errors)))
+
+
+def test_minhash_sketch_verification_splits_pairs_just_above_and_below_threshold() -> None:
+    # 400-shingle documents: replacing m words at least 5 apart gives J = (400 - 5m) / (400 + 5m).
+    # m = 11 -> 345/455 = 0.758 (a near-duplicate), m = 12 -> 340/460 = 0.739 (not one). The
+    # sketches are the whole sets, so verification is exact; 112 one-row bands make both pairs
+    # candidates (1 - 0.26**112). A 112-value estimate (sd 0.04) cannot split 0.758 from 0.739.
+    base = " ".join(BASE_WORDS)
+    above = " ".join(replaced_every(BASE_WORDS, 37, "y", offset=18))
+    below = " ".join(replaced_every(BASE_WORDS, 34, "z", offset=17))
+    assert true_jaccard(base, above) == 345 / 455 and true_jaccard(base, below) == 340 / 460
+    assert true_jaccard(above, below) < 0.6
+    options = MinHashDedupOptions(num_bands=112, rows_per_band=1)
+    docs = [Document("base", base), Document("above", above), Document("below", below)]
+    kept, dropped = run_corpus_step(MinHashDedup(options), [docs])
+    assert sorted(kept) == ["base", "below"] and dropped == {"above": Drop("near_duplicate", "of base")}
+    # A threshold between them moves the cut; null (unverified) joins all three.
+    options.verify_threshold = 0.73
+    assert set(run_corpus_step(MinHashDedup(options), [docs])[1]) == {"above", "below"}
+    options.verify_threshold = 0.76
+    assert run_corpus_step(MinHashDedup(options), [docs])[1] == {}
+    options.verify_threshold = None
+    assert set(run_corpus_step(MinHashDedup(options), [docs])[1]) == {"above", "below"}
+
+
 def test_shared_key_runs_groups_equal_keys_in_row_order() -> None:
     assert shared_key_runs(np.array([5, 3, 5, 7, 3, 5], dtype=np.uint64)) == [[1, 4], [0, 2, 5]]
     assert shared_key_runs(np.array([1, 2, 3], dtype=np.uint64)) == []
@@ -338,8 +438,9 @@ def test_minhash_many_copies_cost_one_comparison_each() -> None:
     step = MinHashDedup(MinHashDedupOptions())
     page = step.fingerprint(Document("page0", " ".join(BASE_WORDS)))
     other = step.fingerprint(Document("other", " ".join(f"u{w}" for w in BASE_WORDS)))
+    assert page.sketch and page.signature == b""
     entries = [(DocRef(0, 0), other)] + [
-        (DocRef(1, i), MinHashFingerprint(f"page{i}", page.band_keys, page.signature)) for i in range(3000)]
+        (DocRef(1, i), MinHashFingerprint(f"page{i}", page.band_keys, sketch=page.sketch)) for i in range(3000)]
     decisions = step.decide(entries)
     assert len(decisions) == 2999 and set(decisions.values()) == {"page0"} and DocRef(0, 0) not in decisions
 
@@ -349,13 +450,20 @@ def test_minhash_fingerprint_is_compact_and_pickles() -> None:
     fingerprint = unverified.fingerprint(Document("x", " ".join(BASE_WORDS)))
     assert len(fingerprint.band_keys) == 14 * 8 and fingerprint.signature == b""
     assert len(pickle.dumps(fingerprint)) < 250
-    step = MinHashDedup(MinHashDedupOptions())  # verifies by default: the signature travels too
+    step = MinHashDedup(MinHashDedupOptions())  # verifies by default: the bottom-k sketch travels too
     fingerprint = step.fingerprint(Document("x", " ".join(BASE_WORDS)))
-    assert len(fingerprint.band_keys) == 14 * 8 and len(fingerprint.signature) == 112 * 4
-    assert len(pickle.dumps(fingerprint)) < 700
+    # 400 distinct shingles, fewer than k = 512: the sketch is the whole set, 4 bytes each.
+    assert len(fingerprint.band_keys) == 14 * 8 and len(fingerprint.sketch) == 400 * 4
+    assert fingerprint.signature == b"" and len(pickle.dumps(fingerprint)) < 1900
+    long_doc = step.fingerprint(Document("long", " ".join(letter_word(i) for i in range(2000))))
+    assert len(long_doc.sketch) == 512 * 4  # capped at k values
+    signature_step = MinHashDedup(MinHashDedupOptions(verify_sketch_size=0))
+    by_signature = signature_step.fingerprint(Document("x", " ".join(BASE_WORDS)))
+    assert len(by_signature.signature) == 112 * 4 and by_signature.sketch == b""
+    assert len(pickle.dumps(by_signature)) < 700
     clone = pickle.loads(pickle.dumps(step))
     assert clone.fingerprint(Document("x", " ".join(BASE_WORDS))) == fingerprint
-    assert step.fingerprint(Document("empty", "?!")) == MinHashFingerprint("empty", b"", b"")
+    assert step.fingerprint(Document("empty", "?!")) == MinHashFingerprint("empty", b"", b"", b"")
 
 
 def test_minhash_options_are_validated() -> None:
@@ -363,6 +471,8 @@ def test_minhash_options_are_validated() -> None:
         MinHashDedup(MinHashDedupOptions(ngram_size=0))
     with pytest.raises(ConfigError, match="verify_threshold"):
         MinHashDedup(MinHashDedupOptions(verify_threshold=1.5))
+    with pytest.raises(ConfigError, match="verify_sketch_size"):
+        MinHashDedup(MinHashDedupOptions(verify_sketch_size=-1))
     step = build_step({"step": "minhash_dedup", "num_bands": 20, "rows_per_band": 5, "verify_threshold": 0.8}, 3)
     assert isinstance(step, MinHashDedup) and step.num_perm == 100 and step.options.verify_threshold == 0.8
     with pytest.raises(ConfigError, match=r"steps\[3\]\.bands"):
