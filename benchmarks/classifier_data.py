@@ -16,8 +16,8 @@ by the CPython developers; only register and phrasing differ.
 
 Usage (no network; nothing is committed):
 
-    .venv/bin/python tests/classifier_demo_data.py /tmp/licence_vs_docs.jsonl
-    .venv/bin/python tests/classifier_demo_data.py /tmp/docstring_vs_manual.jsonl docstring
+    .venv/bin/python benchmarks/classifier_data.py /tmp/licence_vs_docs.jsonl
+    .venv/bin/python benchmarks/classifier_data.py /tmp/docstring_vs_manual.jsonl docstring
 """
 
 from __future__ import annotations
