@@ -143,3 +143,18 @@ def test_cli_run_and_report(corpus, tmp_path, capsys):
     assert main(["data", "run", str(pipeline)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "steps[0].min_words" in err
+
+
+def test_output_feeds_prepare_with_the_same_split(serial_run, tmp_path):
+    from lmforge.config import PrepareConfig
+    from lmforge.data.prepare import prepare
+
+    out, _ = serial_run
+    docs = outputs(out)
+    prepared = tmp_path / "documents"
+    prepare(load_config(PrepareConfig, None, {
+        "source": {"kind": "jsonl", "paths": [str(out / "train"), str(out / "val")]},  # no empty parts
+        "out_dir": str(prepared), "val_fraction": 0.2}))
+    for split in ("train", "val"):
+        again = [json.loads(line)["text"] for line in open(prepared / f"{split}.jsonl", encoding="utf-8")]
+        assert sorted(again) == sorted(d["text"] for d in docs[split])

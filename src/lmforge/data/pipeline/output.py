@@ -1,6 +1,7 @@
 """Where a pipeline run writes: output shards per split, rejects, and its work directory.
 
     DIR/train/part-00000.jsonl     kept documents {id, text, meta}, one part per input shard
+                                   that kept any
     DIR/val/part-00000.jsonl       (or .parquet, with meta as a JSON string column)
     DIR/rejects/part-00000.jsonl   dropped documents with step, reason and detail
     DIR/stats.json                 the merged books of the run
@@ -106,6 +107,7 @@ class RejectsWriter:
 
     def __init__(self, out_dir: str, shard: int, stage: int, enabled: bool):
         self.writer: Optional[_JsonlWriter] = None
+        self.count = 0
         if enabled:
             name = part_name(shard) + (f"-stage{stage}" if stage else "") + ".jsonl"
             self.writer = _JsonlWriter(os.path.join(out_dir, "rejects", name))
@@ -115,9 +117,10 @@ class RejectsWriter:
             meta: dict[str, Any] = {**doc.meta, "rejected": {"step_index": step_index, "step": step,
                                                              "reason": reason, "detail": detail}}
             self.writer.write(Document(doc.id, doc.text, meta))
+            self.count += 1
 
     def commit(self) -> None:
-        if self.writer is not None:
+        if self.writer is not None and self.count:
             self.writer.commit()
 
     def discard(self) -> None:

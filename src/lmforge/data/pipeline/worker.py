@@ -108,8 +108,10 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             stats.kept_lengths[length_bin(len(kept.text))] += 1
         if stage.fingerprint is not None:
             write_pickle(fingerprints_path(out_dir, task.stage, task.shard), fingerprints)
-        for writer in writers.values():
-            writer.commit()
+        for name, writer in writers.items():
+            # No empty output parts: readers (`lmforge prepare`) rightly count an empty file as bad input.
+            if name == "next" or stats.output[name]["docs"]:
+                writer.commit()
         rejects.commit()
     finally:
         for writer in writers.values():
