@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lmforge.config import ModelConfig
 from lmforge.generate import generate, generate_seq2seq
-from lmforge.models import T5Model, build_model
+from lmforge.models import T5Model, blocks, build_model
 from lmforge.models.blocks import (Attention, FrozenLinear, SwiGLUMLP, _packed_linear_available, inference_weights,
                                    single_query_attention)
 
@@ -33,12 +33,18 @@ def _tokens(model: torch.nn.Module, prompt_BT: torch.Tensor, num_new: int, fast:
 
 @pytest.mark.parametrize("rows_hint", [1, 8])
 @pytest.mark.parametrize("bias", [False, True])
-def test_frozen_linear_is_the_concatenated_linears(rows_hint, bias):
+@pytest.mark.parametrize("onednn", [True, False])
+def test_frozen_linear_is_the_concatenated_linears(rows_hint, bias, onednn, monkeypatch):
+    if not onednn:  # a torch without the oneDNN op: fused weights, plain F.linear
+        monkeypatch.setattr(blocks, "_packed_linear_available", lambda: False)
     torch.manual_seed(0)
     linears = [torch.nn.Linear(32, n, bias=bias) for n in (16, 8, 8)]
     frozen = FrozenLinear(linears, rows_hint)
-    # packed for oneDNN exactly when it pays and exists (CPU fp32, 2+ rows)
-    assert (frozen.packed is not None) == (rows_hint >= 2 and _packed_linear_available())
+    # packed for oneDNN on CPU in fp32 when this torch has it; one weight copy either way
+    assert (frozen.packed is not None) == (onednn and _packed_linear_available())
+    assert (frozen.weight is None) == (frozen.packed is not None)
+    if frozen.weight is not None:
+        assert frozen.weight.shape == (32, 32)
     x_BTD = torch.randn(3, 5, 32)
     with torch.inference_mode():
         expected = torch.cat([linear(x_BTD) for linear in linears], dim=-1)
@@ -57,7 +63,9 @@ def test_inference_weights_leave_parameters_state_dict_and_gradients_alone():
         model(ids_BT).sum().backward()  # autograd on: the plain parameters serve, so grads flow
         assert attn.frozen.built == {} and model.layers[0].attn.q_proj.weight.grad is not None
         with torch.inference_mode():
-            model(ids_BT)
+            model.train()(ids_BT)  # training mode (dropout): the plain modules too
+            assert attn.frozen.built == {}
+            model.eval()(ids_BT)
         assert sorted(attn.frozen.built) == ["out", "qkv"] and sorted(mlp.frozen.built) == ["gate_up", "out"]
     # back to the class default, nothing left on the instance
     assert attn.frozen is None and "frozen" not in attn.__dict__ and "frozen" not in mlp.__dict__
@@ -82,13 +90,16 @@ def test_fast_logits_match_plain_for_prefill_and_cached_steps(preset, batch_size
 
 
 @pytest.mark.parametrize("preset", FAMILIES)
-def test_fast_generation_gives_the_plain_tokens(preset):
+@pytest.mark.parametrize("onednn", [True, False])
+def test_fast_generation_gives_the_plain_tokens(preset, onednn, monkeypatch):
+    if not onednn:
+        monkeypatch.setattr(blocks, "_packed_linear_available", lambda: False)
     model = _randomised(preset, **({"sliding_window": 8} if preset == "mistral-tiny" else {}))
     prompt_BT = torch.randint(0, 256, (4, 6))
     fast_BN = _tokens(model, prompt_BT, 24, fast=True)
     assert fast_BN.shape == (4, 24)
     assert torch.equal(fast_BN, _tokens(model, prompt_BT, 24, fast=False))
-    assert torch.equal(_tokens(model, prompt_BT[:1], 24, fast=True), fast_BN[:1])  # batch 1: unpacked weights
+    assert torch.equal(_tokens(model, prompt_BT[:1], 24, fast=True), fast_BN[:1])  # batch 1
     assert model.layers[0].attn.frozen is None  # dropped when the generator finished
 
 

@@ -83,12 +83,6 @@ def apply_rope(x_BTNK: torch.Tensor, cos_T1K: torch.Tensor, signed_sin_T1K: torc
 # --------------------------------------------------------------------------- inference weights
 
 
-# Fewer rows than this and oneDNN's per-call overhead outweighs its faster kernel: at one row
-# MKL's matrix-vector product wins on 256-wide layers (6 against 17 us); from 2 rows on
-# oneDNN was 1.3-3x faster on the 1408- and 4096-wide products (CPU fp32, 2-core dev box).
-PACKED_MIN_ROWS = 2
-
-
 def _packed_linear_available() -> bool:
     """Whether this torch build has the oneDNN linear that torch.compile's CPU backend uses."""
     mkldnn_ops = torch.ops.mkldnn
@@ -101,13 +95,15 @@ class FrozenLinear:
     `nn.Linear`s (same input) concatenated along the output (fused Q/K/V, fused gate/up), so
     one matrix product replaces several.
 
-    On CPU in fp32 (autocast off), with `rows_hint` >= `PACKED_MIN_ROWS` (rows per call: the
-    batch size when decoding), the matrix is also reordered once into oneDNN's blocked layout
-    and multiplied by oneDNN (the op torch.compile's CPU backend emits for frozen linears):
-    MKL's sgemm, which `F.linear` calls, is slow at few rows on this AMD dev box. Measured at
-    8 rows, 1 thread: the 4096x256 head 176 against 313 us; llama-quickstart's 17 fused
-    products of a decoding step 1.7 against 3.2 ms for its 29 plain ones. The result agrees
-    with `F.linear` to rounding (another summation order), not bit for bit.
+    On CPU in fp32 (autocast off) the matrix is also reordered once into oneDNN's blocked
+    layout for `rows_hint` rows per call (the batch size when decoding) and multiplied by
+    oneDNN (the op torch.compile's CPU backend emits for frozen linears): MKL's sgemm, which
+    `F.linear` calls, is slow at few rows on the AMD dev box. Measured at 8 rows, 1 thread:
+    the 4096x256 head 176 against 313 us; llama-quickstart's 17 fused products of a decoding
+    step 1.7 against 3.2 ms for its 29 plain ones. At 1 row a lone small product is slower
+    (17 against 6 us) but whole batch-1 decoding steps were faster (2 threads: 2.4 against
+    3.0 ms; 1 thread: even). The result agrees with `F.linear` to rounding (another
+    summation order), not bit for bit.
 
     A snapshot: later changes to the Linears' parameters are not seen. Costs one extra copy
     of the weights it covers while it lives.
@@ -119,8 +115,8 @@ class FrozenLinear:
         biases = [linear.bias for linear in linears]
         self.bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
         self.packed = None
-        if (weight.device.type == "cpu" and weight.dtype == torch.float32 and rows_hint >= PACKED_MIN_ROWS
-                and not torch.is_autocast_enabled("cpu") and _packed_linear_available()):
+        if (weight.device.type == "cpu" and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and _packed_linear_available()):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
         self.weight = None if self.packed is not None else weight  # only one copy is kept
 
@@ -166,10 +162,10 @@ def inference_weights(model: nn.Module, rows_hint: int) -> Iterator[None]:
 
 
 def use_frozen(module: nn.Module) -> Optional[InferenceWeights]:
-    """The module's inference weights if it has some and autograd is off (they carry no
-    gradient), else None."""
+    """The module's inference weights if it has some, it is in eval mode (the fast path has no
+    dropout) and autograd is off (they carry no gradient), else None."""
     frozen = module.frozen
-    return frozen if frozen is not None and not torch.is_grad_enabled() else None
+    return frozen if frozen is not None and not module.training and not torch.is_grad_enabled() else None
 
 
 # --------------------------------------------------------------------------- attention
@@ -276,6 +272,11 @@ class Attention(nn.Module):
         mask_TS = None
         is_causal = causal and T > 1
         window_reached = 0 < self.sliding_window < end_pos
+        if (frozen is not None and causal and T == 1 and window_reached and key_padding_mask_BS is None
+                and attn_bias_1HTS is None):
+            # One query: its window is the last W keys, a slice, so no mask is needed.
+            k_BGSK, v_BGSK = k_BGSK[:, :, -self.sliding_window:], v_BGSK[:, :, -self.sliding_window:]
+            window_reached = False
         # SDPA's is_causal aligns the mask top-left; after a prefix it must be bottom-right.
         if causal and (window_reached or (start_pos > 0 and T > 1)):
             mask_TS = attention_mask(start_pos, T, self.sliding_window, x_BTD.device)
