@@ -97,10 +97,12 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
     not slid: nothing is generated past it). The model runs in eval mode (no dropout) and
     gets its previous mode back at the end. `generator` seeds sampling (same device as model).
 
-    `fast` (default: on for CPU) runs the projections with fused, frozen copies of the
-    weights (`lmforge.models.blocks.inference_weights`): the same function, rounded
-    differently (logits agree to ~1e-5), one extra copy of the layer weights while the
-    generator lives, and parameters changed during the generation are not seen.
+    `fast` (default: on for CPU) runs the projections and the head with fused, frozen copies
+    of the weights (`lmforge.models.blocks.inference_weights`, `FrozenLinear`) and a decoding
+    step's attention as two batched products (`single_query_attention`): the same function,
+    rounded differently (logits agree to rounding, not bit for bit), at the cost of one extra
+    copy of those weights while the generator lives; parameters changed during the
+    generation are not seen. `fast=False` runs the modules as they are.
     """
     batch_size, prompt_len = prompt_ids_BT.shape
     max_seq_len = model.config.max_seq_len

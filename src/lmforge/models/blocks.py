@@ -180,9 +180,10 @@ class Attention(nn.Module):
     (flash/memory-efficient where available; `enable_gqa` shares each K/V head across its
     query group without materialising copies).
 
-    Q, K and V are separate projections: a fused QKV matmul measured no faster on CPU (its
-    backward must concatenate the three gradients), and separate weights are what tensor
-    parallelism and LoRA address.
+    Q, K and V are separate projections: a fused QKV matmul measured no faster on a CPU
+    training step (its backward must concatenate the three gradients), and separate weights
+    are what tensor parallelism and LoRA address. Generation fuses them on the fly
+    (`inference_weights`), where one product per step instead of three does pay.
 
     With a KV cache, the new keys/values are written at `start_pos` and attention runs over
     all cached positions: a prefill from position 0 is plain causal attention, a single new
@@ -364,8 +365,9 @@ class GeluMLP(nn.Module):
 class SwiGLUMLP(nn.Module):
     """Gated MLP (silu(x W_gate) * x W_up) W_down (Shazeer 2020, "GLU Variants"), as in Llama.
 
-    Gate and up stay separate Linears: fusing them into one matmul made the CPU step slower
-    (the SiLU and product then run on strided halves, and the backward concatenates grads).
+    Gate and up stay separate Linears: fusing them into one matmul made the CPU training step
+    slower (the SiLU and product then run on strided halves, and the backward concatenates
+    grads). Generation fuses them on the fly (`inference_weights`).
     """
 
     def __init__(self, dim: int, hidden_dim: int, bias: bool):
