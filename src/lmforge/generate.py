@@ -155,7 +155,7 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
     pad id, 0). Stops after `max_new_tokens` or when every row has produced `eos_id` (a
     finished row keeps yielding `eos_id`). Sampling as in `generate` (`sample_next_token`:
     temperature 0 is greedy); the model runs in eval mode and gets its previous mode back.
-    `fast` as in `generate` (fused, frozen projection weights; the head stays as it is).
+    `fast` as in `generate` (fused, frozen projection and head weights).
     """
     if input_ids_BT.shape[1] == 0:
         raise LmforgeError("the input has no tokens")
@@ -166,14 +166,16 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
     model.eval()
     with ExitStack() as stack:
         stack.callback(model.train, was_training)
-        if _fast_path(fast, input_ids_BT.device):
+        fast = _fast_path(fast, input_ids_BT.device)
+        if fast:
             stack.enter_context(inference_weights(model, batch_size))
+        head = _head(model, fast, batch_size)
         encoder_out_BTD = model.encode(input_ids_BT, attention_mask_BT)
         cache = model.new_cache(encoder_out_BTD, max_new_tokens, attention_mask_BT)
         finished_B = torch.zeros(batch_size, dtype=torch.bool, device=input_ids_BT.device)
         next_B1 = torch.full((batch_size, 1), decoder_start_id, dtype=torch.long, device=input_ids_BT.device)
         for _ in range(max_new_tokens):
-            logits_BV = model.decode(next_B1, cache=cache)[:, -1].float()
+            logits_BV = model.logits(model.decoder_hidden_states(next_B1, cache=cache)[:, -1], head).float()
             next_B = _hold_finished(sample_next_token(logits_BV, temperature, top_k, top_p, generator),
                                     finished_B, eos_id)
             yield next_B

@@ -23,7 +23,7 @@ D width (dim), V vocabulary, L layers, H heads, K head width.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -180,11 +180,12 @@ class T5Model(nn.Module):
             cache.length = end_pos
         return self.embed_dropout(self.decoder_norm(x_BUD))
 
-    def logits(self, h_BUD: torch.Tensor) -> torch.Tensor:
-        """The head: v1.0 (tied) rescales by dim**-0.5 first (Mesh TF T5), v1.1 does not."""
+    def logits(self, h_BUD: torch.Tensor, head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """The head: v1.0 (tied) rescales by dim**-0.5 first (Mesh TF T5), v1.1 does not.
+        ``head`` replaces ``self.output`` (generation passes a frozen, fused copy)."""
         if self.config.tie_embeddings:
             h_BUD = h_BUD * (self.config.dim ** -0.5)
-        return self.output(h_BUD)
+        return (head or self.output)(h_BUD)
 
     def decode(self, decoder_input_ids_BU: torch.Tensor, encoder_out_BTD: Optional[torch.Tensor] = None,
                attention_mask_BT: Optional[torch.Tensor] = None, cache: Optional[T5Cache] = None) -> torch.Tensor:
