@@ -1,8 +1,8 @@
 """Training-step throughput: lmforge against HF transformers on the same work, in one process.
 
 For each preset, both libraries get the identical model (our weights copied into
-`LlamaForCausalLM` / `GPT2LMHeadModel` / `MistralForCausalLM` / `FalconForCausalLM` by
-`lmforge.interop.hf`), the same optimiser
+`LlamaForCausalLM` / `GPT2LMHeadModel` / `MistralForCausalLM` / `FalconForCausalLM` /
+`BertForMaskedLM` / `T5ForConditionalGeneration` by `lmforge.interop.hf`), the same optimiser
 (`build_optimizer`: AdamW, same groups), the same loss function on the logits, the same
 random batch and the same gradient clipping, so the only difference is the model code. After
 warm-up steps, timed steps alternate between the two (A B, then B A, ...) so both see the
@@ -35,7 +35,8 @@ import torch
 from lmforge.config import ModelConfig, OptimConfig
 from lmforge.interop.hf import to_hf_model
 from lmforge.models import PRESETS, build_model, count_parameters, flops_per_token, resolve_model_config
-from lmforge.objectives import causal_lm_loss
+from lmforge.models.sizing import encoder_decoder_flops
+from lmforge.objectives import causal_lm_loss, shift_right
 from lmforge.train.metrics import mfu, peak_flops
 from lmforge.train.optim import build_optimizer
 
@@ -56,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="autocast dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--vocab-size", type=int, default=4096,
                         help="vocabulary for presets that take it from a tokenizer (quickstart sizes)")
+    parser.add_argument("--target-fraction", type=float, default=0.25,
+                        help="encoder-decoders (t5): target length as a fraction of --seq-len (span "
+                             "corruption at density 0.15, mean span 3 gives about 0.22)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.device == "auto":
@@ -123,13 +127,27 @@ def bench_config(preset: str, args: argparse.Namespace, device: torch.device, pe
     generator = torch.Generator().manual_seed(args.seed)
     window_BT = torch.randint(0, cfg.vocab_size, (args.batch_size, args.seq_len + 1), generator=generator)
     inputs_BT, targets_BT = window_BT[:, :-1].to(device), window_BT[:, 1:].to(device)
+    tokens_per_step = args.batch_size * args.seq_len
+    flops_token = flops_per_token(cfg, args.seq_len)
+    if cfg.family == "t5":
+        # Encoder-decoder: the inputs go to the encoder; a shorter target sequence is decoded
+        # with teacher forcing (decoder inputs = targets shifted right), as in span corruption.
+        target_len = max(1, round(args.seq_len * args.target_fraction))
+        targets_BT = torch.randint(0, cfg.vocab_size, (args.batch_size, target_len), generator=generator).to(device)
+        decoder_inputs_BT = shift_right(targets_BT, decoder_start_id=1, pad_id=1)
+        ours_forward = lambda x: ours(x, decoder_inputs_BT)  # noqa: E731
+        hf_forward = lambda x: hf(input_ids=x, decoder_input_ids=decoder_inputs_BT, use_cache=False).logits  # noqa: E731
+        tokens_per_step = args.batch_size * (args.seq_len + target_len)
+        flops_token = encoder_decoder_flops(cfg, args.seq_len, target_len) / (args.seq_len + target_len)
+    else:
+        ours_forward = ours
+        hf_forward = lambda x: hf(input_ids=x, use_cache=False).logits  # noqa: E731
     with torch.no_grad():
-        logits_gap = (ours(inputs_BT) - hf(input_ids=inputs_BT, use_cache=False).logits).abs().max().item()
+        logits_gap = (ours_forward(inputs_BT) - hf_forward(inputs_BT)).abs().max().item()
 
     steps = {
-        "lmforge": make_train_step(ours, ours, inputs_BT, targets_BT, device, dtype),
-        "hf": make_train_step(hf, lambda x: hf(input_ids=x, use_cache=False).logits,
-                              inputs_BT, targets_BT, device, dtype),
+        "lmforge": make_train_step(ours, ours_forward, inputs_BT, targets_BT, device, dtype),
+        "hf": make_train_step(hf, hf_forward, inputs_BT, targets_BT, device, dtype),
     }
     losses: dict[str, list[float]] = {name: [] for name in steps}
     seconds: dict[str, list[float]] = {name: [] for name in steps}
@@ -145,8 +163,6 @@ def bench_config(preset: str, args: argparse.Namespace, device: torch.device, pe
             if round_index >= args.warmup:
                 seconds[name].append(elapsed)
 
-    tokens_per_step = args.batch_size * args.seq_len
-    flops_token = flops_per_token(cfg, args.seq_len)
     result: dict[str, Any] = {
         "config": preset, "family": cfg.family, "num_params": count_parameters(ours),
         "batch_size": args.batch_size, "seq_len": args.seq_len, "tokens_per_step": tokens_per_step,
