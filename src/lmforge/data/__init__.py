@@ -15,19 +15,22 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Document": "document", "BadDocument": "document", "ReadStats": "document",
     "read_documents": "sources", "source_shards": "sources", "read_shard": "sources",
-    "prepare": "prepare", "split_fraction": "prepare",
     "encode_documents": "encode",
     "TokenShard": "shards", "check_tokenizer_matches": "shards", "token_dtype": "shards",
     "read_meta": "shards",
     "WindowSampler": "sampler", "get_batch": "sampler",
 }
 
-__all__ = sorted(_EXPORTS)
+# `prepare` is both a submodule and a function: bind the function now, after importing the
+# submodule, or the first `import lmforge.data.prepare` elsewhere (the pipeline does one)
+# would replace this package's `prepare` attribute with the module. prepare.py is cheap.
+from lmforge.data.prepare import prepare, split_fraction  # noqa: E402
+
+__all__ = sorted([*_EXPORTS, "prepare", "split_fraction"])
 
 if TYPE_CHECKING:
     from lmforge.data.document import BadDocument, Document, ReadStats
     from lmforge.data.encode import encode_documents
-    from lmforge.data.prepare import prepare, split_fraction
     from lmforge.data.sampler import WindowSampler, get_batch
     from lmforge.data.shards import TokenShard, check_tokenizer_matches, read_meta, token_dtype
     from lmforge.data.sources import read_documents, read_shard, source_shards
