@@ -448,7 +448,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     print("  (* = minhash_dedup's default; sig@t = signature estimate >= t (verify_sketch_size 0), k512@t = "
           "bottom-512 sketch estimate >= t;\n   F1 clear = leaving out planted pairs with true Jaccard in 0.65..0.85)")
     rate_keys = [k for k in report["buckets"][0] if k.startswith("rate_")] if report["buckets"] else []
-    print(f"\n  detection rate per true-Jaccard bucket (theory = mean of 1-(1-s^8)^14 over the bucket)")
+    print("\n  detection rate per true-Jaccard bucket (theory = mean of 1-(1-s^8)^14 over the bucket)")
     print(f"  {'bucket':>10} {'pairs':>6} {'theory':>7} " + " ".join(f"{k[5:]:>9}" for k in rate_keys))
     for row in report["buckets"]:
         print(f"  {row['bucket']:>10} {row['pairs']:>6} {row['theory']:>7.3f} "

@@ -141,7 +141,7 @@ def test_state_dict_mapping_round_trips_and_unsupported_config():
 
 
 def test_cached_generation_matches_uncached_greedy_and_hf():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from lmforge.interop.hf import to_hf_model
 
     model = _randomise(T5Model(V1_1))

@@ -31,6 +31,28 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class AtomicJsonlWriter:
+    """Documents to a temporary sibling of ``path``; ``commit`` renames it into place,
+    ``discard`` removes it (call it in a ``finally``: after a commit it does nothing)."""
+
+    def __init__(self, path: str):
+        self.path, self.tmp = path, tmp_sibling(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.file = open(self.tmp, "w", encoding="utf-8")
+
+    def write(self, doc: Document) -> None:
+        write_document(self.file, doc)
+
+    def commit(self) -> None:
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
 def write_document(f: IO[str], doc: Document) -> None:
     f.write(json.dumps({"id": doc.id, "text": doc.text, "meta": doc.meta}, ensure_ascii=False))
     f.write("\n")

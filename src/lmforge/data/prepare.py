@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from lmforge.config import PrepareConfig
-from lmforge.data.docfile import tmp_sibling, write_document, write_json
+from lmforge.data.docfile import AtomicJsonlWriter, write_json
 from lmforge.data.document import Document, ReadStats
 from lmforge.data.sources import read_documents
 from lmforge.errors import ConfigError, DataError
@@ -31,7 +31,7 @@ def split_fraction(split_seed: int, key: str) -> float:
     return int.from_bytes(digest, "little") / 2.0**64
 
 
-class _SplitWriter:
+class _SplitWriter(AtomicJsonlWriter):
     """Writes one split's temporary JSONL, counting documents and UTF-8 bytes.
 
     It remembers the document nearest the val threshold (lowest fraction in train, highest
@@ -39,8 +39,8 @@ class _SplitWriter:
     """
 
     def __init__(self, name: str, path: str):
-        self.name, self.path, self.tmp = name, path, tmp_sibling(path)
-        self.file = open(self.tmp, "w", encoding="utf-8")
+        super().__init__(path)
+        self.name = name
         self.num_docs = 0
         self.num_bytes = 0
         self.edge: tuple[float, int, Document] | None = None  # (fraction, line index, doc)
@@ -49,7 +49,7 @@ class _SplitWriter:
         nearer = self.edge is None or (fraction < self.edge[0] if self.name == "train" else fraction > self.edge[0])
         if nearer:
             self.edge = (fraction, self.num_docs, doc)
-        write_document(self.file, doc)
+        self.write(doc)
         self.num_docs += 1
         self.num_bytes += len(doc.text.encode("utf-8"))
 
@@ -68,15 +68,6 @@ class _SplitWriter:
         self.num_bytes -= len(doc.text.encode("utf-8"))
         other.add(doc, self.edge[0])
         self.edge = None
-
-    def commit(self) -> None:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
 
     def counts(self) -> dict[str, int]:
         return {"num_docs": self.num_docs, "num_bytes": self.num_bytes}

@@ -25,7 +25,7 @@ from lmforge.errors import CheckpointError, ConfigError
 from lmforge.evaluate import autocast_context
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.tasks import extra_vocab, move_batch, task_for
-from lmforge.train.parallel import (World, all_reduce_sum, barrier, init_world, resolve_device,
+from lmforge.train.parallel import (all_reduce_sum, barrier, init_world, resolve_device,
                                     shutdown, wrap_data_parallel)
 
 StepHook = Callable[[int, dict[str, Any]], None]

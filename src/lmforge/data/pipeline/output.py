@@ -20,7 +20,7 @@ import json
 import os
 from typing import Any, Optional
 
-from lmforge.data.docfile import tmp_sibling, write_document
+from lmforge.data.docfile import AtomicJsonlWriter, tmp_sibling
 from lmforge.data.document import Document
 from lmforge.errors import ConfigError
 
@@ -34,25 +34,6 @@ def part_name(shard: int) -> str:
 
 def stage_dir(out_dir: str, stage: int) -> str:
     return os.path.join(out_dir, ".work", f"stage-{stage}")
-
-
-class _JsonlWriter:
-    def __init__(self, path: str):
-        self.path, self.tmp = path, tmp_sibling(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.file = open(self.tmp, "w", encoding="utf-8")
-
-    def write(self, doc: Document) -> None:
-        write_document(self.file, doc)
-
-    def commit(self) -> None:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
 
 
 class _ParquetWriter:
@@ -99,18 +80,18 @@ class _ParquetWriter:
 def open_split_writer(out_dir: str, split: str, shard: int, fmt: str):
     suffix = ".parquet" if fmt == "parquet" else ".jsonl"
     path = os.path.join(out_dir, split, part_name(shard) + suffix)
-    return _ParquetWriter(path) if fmt == "parquet" else _JsonlWriter(path)
+    return _ParquetWriter(path) if fmt == "parquet" else AtomicJsonlWriter(path)
 
 
 class RejectsWriter:
     """Dropped documents with where and why they were dropped (``output.write_rejects``)."""
 
     def __init__(self, out_dir: str, shard: int, stage: int, enabled: bool):
-        self.writer: Optional[_JsonlWriter] = None
+        self.writer: Optional[AtomicJsonlWriter] = None
         self.count = 0
         if enabled:
             name = part_name(shard) + (f"-stage{stage}" if stage else "") + ".jsonl"
-            self.writer = _JsonlWriter(os.path.join(out_dir, "rejects", name))
+            self.writer = AtomicJsonlWriter(os.path.join(out_dir, "rejects", name))
 
     def write(self, doc: Document, step_index: int, step: str, reason: str, detail: str) -> None:
         if self.writer is not None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge.config import DataRunConfig, _build
-from lmforge.data.docfile import read_document_file, tmp_sibling, write_json
+from lmforge.data.docfile import AtomicJsonlWriter, read_document_file, tmp_sibling, write_json
 from lmforge.data.document import Document, ReadStats
-from lmforge.data.pipeline.output import (SPLITS, RejectsWriter, _JsonlWriter, open_split_writer, part_name,
-                                          stage_dir)
+from lmforge.data.pipeline.output import SPLITS, RejectsWriter, open_split_writer, part_name, stage_dir
 from lmforge.data.pipeline.plan import build_steps, plan_stages
 from lmforge.data.pipeline.stats import ShardStats, StepStats, length_bin
 from lmforge.data.prepare import split_fraction
@@ -86,7 +85,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         writers = {s: open_split_writer(out_dir, s, task.shard, cfg.output.format) for s in SPLITS}
         stats.output = {s: {"docs": 0, "chars": 0} for s in SPLITS}
     else:
-        writers = {"next": _JsonlWriter(docs_path(out_dir, task.stage, task.shard))}
+        writers = {"next": AtomicJsonlWriter(docs_path(out_dir, task.stage, task.shard))}
     fingerprints: list[Any] = []
     try:
         for position, doc in enumerate(docs):
