@@ -158,3 +158,10 @@ def test_output_feeds_prepare_with_the_same_split(serial_run, tmp_path):
     for split in ("train", "val"):
         again = [json.loads(line)["text"] for line in open(prepared / f"{split}.jsonl", encoding="utf-8")]
         assert sorted(again) == sorted(d["text"] for d in docs[split])
+
+
+def test_cli_errors_name_the_pipeline_keys(tmp_path, capsys):
+    assert main(["data", "run", "--input.kind", "jsonl", "--input.paths", str(tmp_path / "missing"),
+                 "--steps", "[{step: clean}]", "--output.dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--input.paths" in err and "--source." not in err

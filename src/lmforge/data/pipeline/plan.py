@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import yaml
+
 from lmforge.data.steps import CorpusStep, Step, build_step
 from lmforge.errors import ConfigError
 
@@ -34,10 +36,23 @@ class Stage:
 
 
 def build_steps(entries: list[Any]) -> list[Step]:
+    """The steps of a pipeline's ``steps`` list. From the command line each step comes as YAML
+    text (``--steps '{step: clean}' '{step: pii}'``, or one ``'[{step: clean}, ...]'``)."""
+    entries = [parsed for entry in entries for parsed in _from_cli(entry)]
     if not entries:
         raise ConfigError("config key 'steps': the pipeline has no steps; add at least one "
                           "(`lmforge data steps` lists them)")
     return [build_step(entry, i) for i, entry in enumerate(entries)]
+
+
+def _from_cli(entry: Any) -> list[Any]:
+    if not isinstance(entry, str):
+        return [entry]
+    try:
+        parsed = yaml.safe_load(entry)
+    except yaml.YAMLError:
+        return [entry]  # build_step names the bad entry
+    return parsed if isinstance(parsed, list) else [parsed]
 
 
 def plan_stages(steps: list[Step]) -> list[Stage]:
