@@ -5,6 +5,8 @@ import dataclasses
 import pytest
 import torch
 
+from helpers import randomise as _randomise
+
 from lmforge.config import ModelConfig, TokenizerConfig
 from lmforge.errors import ConfigError
 from lmforge.fill_mask import fill_mask
@@ -15,15 +17,6 @@ from lmforge.objectives import masked_lm_loss
 
 TINY = ModelConfig(preset="bert-tiny")
 SPECIAL_IDS = [0, 1, 2, 3, 4]
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every tensor random (norm gains and biases too), so weight mappings are exercised."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1 if param.dim() > 1 else 0.5).add_(1.0 if param.dim() == 1 else 0.0)
-    return model.eval()
 
 
 def _batch(batch_size: int = 2, length: int = 12, seed: int = 1):

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import randomise
+
 from lmforge.config import ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, TokenizerError
 from lmforge.generate import generate
@@ -33,11 +35,7 @@ TEXTS = ["def alpha_0(beta, alpha=None):\n    return beta + alpha\n", "  total =
 
 
 def _randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Every tensor random (norm gains and biases too), so the whole mapping is exercised."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1 if param.dim() > 1 else 0.5).add_(1.0 if param.dim() == 1 else 0.0)
-    return model.eval()
+    return randomise(model, seed=None)
 
 
 def _ids(vocab_size: int, batch_size: int = 2, length: int = 12) -> torch.Tensor:
@@ -219,7 +217,6 @@ def test_cli_convert_round_trip_and_one_line_errors(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an HF checkpoint directory" in err
     assert not (tmp_path / "x").exists()
-
 
 
 def test_sentencepiece_tokenizer_export_is_refused_cleanly(tiny_run, tmp_path):

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import randomise as _randomise
+
 from lmforge.config import ModelConfig
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.generate import generate_seq2seq
@@ -34,15 +36,6 @@ T5_VARIANTS = {
              "num_decoder_layers": 3},
 }
 TEXTS = ["def alpha_0(beta, alpha=None):\n    return beta + alpha\n", "  total = count * 3 # émoji 🙂"]
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every tensor random (norm gains and biases too), so the whole mapping is exercised."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1 if param.dim() > 1 else 0.5).add_(1.0 if param.dim() == 1 else 0.0)
-    return model.eval()
 
 
 def _ids(vocab_size: int, batch_size: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:

@@ -22,6 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import write_file as write
+
 from lmforge.config import SourceConfig
 from lmforge.data import ReadStats, read_documents
 from lmforge.data.readers import FILE_KINDS, reader_for
@@ -97,12 +99,6 @@ def good_file(kind: str, tmp_path) -> tuple[str, list[str]]:
         epub.write_epub(path, book)
         return path, ["Good book text."]
     raise AssertionError(kind)
-
-
-def write(path, data: bytes | str) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    return str(path)
 
 
 def check_skip_read(cfg: SourceConfig, good_texts: list[str]) -> ReadStats:

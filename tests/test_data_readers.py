@@ -16,6 +16,8 @@ import types
 
 import pytest
 
+from helpers import read_source as read, write_file as write
+
 from lmforge.config import CrawlConfig, SourceConfig
 from lmforge.data import Document, ReadStats, read_documents
 from lmforge.data.document import BadDocument
@@ -23,20 +25,6 @@ from lmforge.data.readers.html import extract_main_text, visible_text
 from lmforge.data.readers.wikitext import wikitext_to_text
 from lmforge.data.sources import read_shard, source_shards
 from lmforge.errors import DataError
-
-
-def read(cfg: SourceConfig) -> tuple[list[Document], ReadStats]:
-    stats = ReadStats()
-    docs = list(read_documents(cfg, stats))
-    assert stats.read == stats.kept + sum(stats.skipped.values())
-    assert stats.kept == len(docs)
-    return docs, stats
-
-
-def write(path, data: bytes | str) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    return str(path)
 
 
 # --------------------------------------------------------------------------- text: Markdown, Gutenberg

@@ -9,23 +9,11 @@ import sys
 
 import pytest
 
+from helpers import read_source as read, write_file as write
+
 from lmforge.config import PrepareConfig, SourceConfig
-from lmforge.data import Document, ReadStats, prepare, read_documents, split_fraction
+from lmforge.data import prepare, split_fraction
 from lmforge.errors import DataError
-
-
-def read(cfg: SourceConfig) -> tuple[list[Document], ReadStats]:
-    stats = ReadStats()
-    docs = list(read_documents(cfg, stats))
-    assert stats.read == stats.kept + sum(stats.skipped.values())
-    assert stats.kept == len(docs)
-    return docs, stats
-
-
-def write(path, data: bytes | str) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    return str(path)
 
 
 def write_jsonl(path, rows: list) -> str:

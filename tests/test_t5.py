@@ -5,6 +5,8 @@ import dataclasses
 import pytest
 import torch
 
+from helpers import randomise
+
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.generate import generate_seq2seq
@@ -23,12 +25,7 @@ V1_1 = resolve_model_config(dataclasses.replace(V1_0, feed_forward="gated-gelu",
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every tensor random (norm gains and position biases too), so weight mappings are exercised."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.2 if param.dim() > 1 else 0.3).add_(1.0 if param.dim() == 1 else 0.0)
-    return model.eval()
+    return randomise(model, seed, matrix_std=0.2, vector_std=0.3)
 
 
 def _batch(seed: int = 1):
