@@ -25,11 +25,10 @@ Steps are constructed once per worker as ``StepClass(options)``; they must be pi
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Union
 
 from lmforge.data.document import Document
 from lmforge.errors import ConfigError
@@ -147,7 +146,3 @@ def build_step(entry: Any, index: int) -> Step:
     options = _build(spec.options_cls, {k: v for k, v in entry.items() if k != "step"}, prefix=key + ".")
     return spec.step_cls(options)
 
-
-def options_of(step: Step) -> Optional[dict[str, Any]]:
-    opts = getattr(step, "options", None)
-    return dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else None

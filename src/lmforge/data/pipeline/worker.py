@@ -67,7 +67,8 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     out_dir = cfg.output.dir
     steps = build_steps(cfg.steps)
     stage = plan_stages(steps)[task.stage]
-    stats = ShardStats(steps=[StepStats(i, steps[i].name) for i in _step_indices(stage)])
+    indices = _step_indices(stage)
+    stats = ShardStats(steps=[StepStats(i, steps[i].name) for i in indices])
     by_index = {s.index: s for s in stats.steps}
 
     read_stats = ReadStats()
@@ -91,7 +92,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         for position, doc in enumerate(docs):
             if task.stage == 0:
                 stats.read_lengths[length_bin(len(doc.text))] += 1
-            kept = _run_steps(doc, position, stage, steps, decisions, by_index, rejects)
+            kept = _run_steps(doc, position, indices, steps, decisions, by_index, rejects)
             if kept is None:
                 continue
             if stage.fingerprint is not None:
@@ -129,9 +130,10 @@ def _step_indices(stage) -> list[int]:
     return ([stage.apply] if stage.apply is not None else []) + list(stage.doc_steps)
 
 
-def _run_steps(doc: Document, position: int, stage, steps, decisions, by_index, rejects) -> Document | None:
+def _run_steps(doc: Document, position: int, indices: list[int], steps, decisions, by_index,
+               rejects) -> Document | None:
     """Pass one document through the stage's steps; None when a step dropped it."""
-    for index in _step_indices(stage):
+    for index in indices:
         step = steps[index]
         step_stats = by_index[index]
         step_stats.docs_in += 1
