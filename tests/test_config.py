@@ -62,7 +62,7 @@ def test_list_fields_accept_scalars_and_lists():
     assert cfg.paths == ["data/*.txt"]
 
 
-@pytest.mark.parametrize("recipe", sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("data-")),
+@pytest.mark.parametrize("recipe", sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("data-", "classifier-"))),
                          ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
     cfg = C.load_config(C.PretrainConfig, recipe)
@@ -94,6 +94,12 @@ def test_model_preset_expands_under_user_values():
     assert cfg.model.preset == ""  # written out: the saved config is self-contained
     with pytest.raises(ConfigError, match="unknown model preset 'gpt9'"):
         C.load_config(C.PretrainConfig, None, {"model.preset": "gpt9"})
+
+
+@pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("classifier-*.yaml")), ids=lambda p: p.name)
+def test_every_classifier_recipe_loads(recipe):
+    cfg = C.load_config(C.ClassifierTrainConfig, recipe)
+    assert 0 < cfg.val_fraction < 1 and cfg.num_buckets > 0
 
 
 def test_every_data_step_option_has_help():
