@@ -11,7 +11,7 @@ from lmforge.config import ModelConfig
 from lmforge.generate import generate, generate_seq2seq
 from lmforge.models import T5Model, blocks, build_model
 from lmforge.models.blocks import (Attention, FrozenLinear, SwiGLUMLP, _packed_linear_available, inference_weights,
-                                   single_query_attention)
+                                   matmul_attention)
 
 FAMILIES = ["llama-tiny", "gpt2-tiny", "falcon-tiny", "mistral-tiny"]
 
@@ -123,16 +123,43 @@ def test_fast_seq2seq_generation_gives_the_plain_tokens():
 
 
 @pytest.mark.parametrize("num_kv_heads", [4, 2, 1])
-def test_single_query_attention_is_sdpa(num_kv_heads):
+def test_matmul_attention_is_sdpa(num_kv_heads):
     torch.manual_seed(0)
     q_BH1K = torch.randn(2, 4, 1, 8)
     k_BGSK, v_BGSK = torch.randn(2, num_kv_heads, 5, 8), torch.randn(2, num_kv_heads, 5, 8)
     bias_1H1S = torch.randn(1, 4, 1, 5)
     expected = F.scaled_dot_product_attention(q_BH1K, k_BGSK, v_BGSK, enable_gqa=True)
-    torch.testing.assert_close(single_query_attention(q_BH1K, k_BGSK, v_BGSK), expected)
+    torch.testing.assert_close(matmul_attention(q_BH1K, k_BGSK, v_BGSK), expected)
     expected = F.scaled_dot_product_attention(q_BH1K, k_BGSK, v_BGSK, attn_mask=bias_1H1S, enable_gqa=True,
                                               scale=1.0)
-    torch.testing.assert_close(single_query_attention(q_BH1K, k_BGSK, v_BGSK, bias_1H1S, scale=1.0), expected)
+    torch.testing.assert_close(matmul_attention(q_BH1K, k_BGSK, v_BGSK, bias_1H1S, scale=1.0), expected)
+
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2, 1])
+def test_matmul_attention_with_a_learned_bias_matches_sdpa_values_and_gradients(num_kv_heads):
+    # The T5 training path: many queries, a bias that needs a gradient, a causal part hidden
+    # by the dtype's minimum (finite, as HF T5); values and all four gradients as SDPA's.
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 6, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, num_kv_heads, 6, 8, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, num_kv_heads, 6, 8, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(1, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    hidden = torch.tensor(torch.finfo(torch.float64).min, dtype=torch.float64)
+    grad_out = torch.randn(2, 4, 6, 8, dtype=torch.float64)
+
+    def run(attend):
+        y = attend(q, k, v, torch.where(causal, bias, hidden))
+        grads = torch.autograd.grad(y, (q, k, v, bias), grad_out)
+        return y, grads
+
+    expected = run(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=1.0,
+                                                                     enable_gqa=True))
+    got = run(lambda q, k, v, m: matmul_attention(q, k, v, m, scale=1.0))
+    torch.testing.assert_close(got[0], expected[0])
+    for got_grad, expected_grad in zip(got[1], expected[1]):
+        torch.testing.assert_close(got_grad, expected_grad)
 
 
 def test_modules_outside_a_model_use_their_own_weights():

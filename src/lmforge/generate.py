@@ -99,7 +99,7 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
 
     `fast` (default: on for CPU) runs the projections and the head with fused, frozen copies
     of the weights (`lmforge.models.blocks.inference_weights`, `FrozenLinear`) and a decoding
-    step's attention as two batched products (`single_query_attention`): the same function,
+    step's attention as two batched products (`matmul_attention`): the same function,
     rounded differently (logits agree to rounding, not bit for bit), at the cost of one extra
     copy of those weights while the generator lives; parameters changed during the
     generation are not seen. `fast=False` runs the modules as they are.
