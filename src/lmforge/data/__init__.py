@@ -24,16 +24,16 @@ _EXPORTS = {
 # `prepare` is both a submodule and a function: bind the function now, after importing the
 # submodule, or the first `import lmforge.data.prepare` elsewhere (the pipeline does one)
 # would replace this package's `prepare` attribute with the module. prepare.py is cheap.
-from lmforge.data.prepare import prepare, split_fraction  # noqa: E402
+from lmforge.data.prepare import prepare, split_fraction  # noqa: E402, F401 (re-exported; __all__ below)
 
 __all__ = sorted([*_EXPORTS, "prepare", "split_fraction"])
 
-if TYPE_CHECKING:
-    from lmforge.data.document import BadDocument, Document, ReadStats
-    from lmforge.data.encode import encode_documents
-    from lmforge.data.sampler import WindowSampler, get_batch
-    from lmforge.data.shards import TokenShard, check_tokenizer_matches, read_meta, token_dtype
-    from lmforge.data.sources import read_documents, read_shard, source_shards
+if TYPE_CHECKING:  # for type checkers only: the names load lazily through __getattr__
+    from lmforge.data.document import BadDocument, Document, ReadStats  # noqa: F401
+    from lmforge.data.encode import encode_documents  # noqa: F401
+    from lmforge.data.sampler import WindowSampler, get_batch  # noqa: F401
+    from lmforge.data.shards import TokenShard, check_tokenizer_matches, read_meta, token_dtype  # noqa: F401
+    from lmforge.data.sources import read_documents, read_shard, source_shards  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
