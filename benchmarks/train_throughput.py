@@ -8,7 +8,9 @@ random batch and the same gradient clipping, so the only difference is the model
 warm-up steps, timed steps alternate between the two (A B, then B A, ...) so both see the
 same machine noise; the figure is the median step time. Because both start from the same
 weights and take the same steps, their losses must agree step by step: the benchmark reports
-the largest difference as a check that the work really is identical.
+the largest difference as a check that the work really is identical. On CPU the process keeps
+freed memory for reuse, as `lmforge pretrain` does (`lmforge.train.host_memory`); that setting
+is process-wide, so it speeds both libraries up alike.
 
 Prints a table, then one JSON line with every figure and the lmforge/HF ratios (ratios are
 what to compare across machines: absolute speed depends on the machine and its load).
@@ -37,6 +39,7 @@ from lmforge.interop.hf import to_hf_model
 from lmforge.models import PRESETS, build_model, count_parameters, flops_per_token, resolve_model_config
 from lmforge.models.sizing import encoder_decoder_flops
 from lmforge.objectives import causal_lm_loss, shift_right
+from lmforge.train.host_memory import keep_freed_memory
 from lmforge.train.metrics import mfu, peak_flops
 from lmforge.train.optim import build_optimizer
 
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
 
     device = torch.device(args.device)
+    if device.type == "cpu":  # as `lmforge pretrain` runs on CPU; process-wide, so HF gets it too
+        print(keep_freed_memory(), file=sys.stderr)
     peak = peak_flops(device, DTYPES[args.dtype])  # measured before the models exist (CPU)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"device {device} ({device_name}), {args.dtype}, {torch.get_num_threads()} threads, "

@@ -24,6 +24,7 @@ from lmforge.config import PretrainConfig, save_config
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.evaluate import autocast_context
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.host_memory import keep_freed_memory
 from lmforge.train.tasks import extra_vocab, move_batch, task_for
 from lmforge.train.parallel import (all_reduce_sum, barrier, init_world, resolve_device,
                                     shutdown, wrap_data_parallel)
@@ -65,6 +66,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     t = cfg.train
     world = init_world(t.device)
     device = resolve_device(t.device, world)
+    allocator_note = keep_freed_memory() if device.type == "cpu" and t.keep_freed_memory else ""
     run_dir = Path(t.run_dir)
     torch.manual_seed(t.seed)
 
@@ -131,6 +133,8 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         progress.write(f"model: {model_cfg.family} {num_params / 1e6:.2f}M params, "
                        f"{flops_token / 1e6:.1f} MFLOPs/token; {world.world_size} process(es) on {device}; "
                        f"{tokens_per_step:,} tokens/step; train split {train_shard.num_tokens:,} tokens")
+        if allocator_note:
+            progress.write(allocator_note)
 
     def evaluate_val() -> dict[str, float]:
         """The task's val metrics on a fixed prefix of the val split (the same windows every time)."""
