@@ -24,14 +24,15 @@ from lmforge.errors import DataError
 
 
 def _summed_nats(logits_BTV: Tensor, targets_BT: Tensor, ignore_index: int) -> Tensor:
-    """Sum of -log p(target) over non-ignored positions, computed in float32.
+    """Sum of -log p(target) over non-ignored positions, computed in float32 at least
+    (float64 logits stay float64).
 
     The upcast matters under bf16: bf16 has 8 mantissa bits, so a log-softmax computed and
     stored in bf16 rounds each token's loss by up to ~0.4% and the sum drifts further
     (nanoGPT and nanochat upcast logits for the same reason).
     """
     return F.cross_entropy(
-        logits_BTV.reshape(-1, logits_BTV.size(-1)).float(),
+        logits_BTV.reshape(-1, logits_BTV.size(-1)).to(torch.promote_types(logits_BTV.dtype, torch.float32)),
         targets_BT.reshape(-1),
         ignore_index=ignore_index,
         reduction="sum",

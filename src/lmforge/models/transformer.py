@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
+from lmforge.linear_cross_entropy import linear_cross_entropy
 from lmforge.models.blocks import TransformerBlock, make_norm, residual_init_std, rope_tables
 from lmforge.models.presets import FAMILIES, resolve_model_config
 
@@ -134,5 +135,12 @@ class Transformer(nn.Module):
             kv_cache.length = end_pos
         return self.norm(x_BTD)
 
-    def forward(self, input_ids_BT: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
-        return self.output(self.hidden_states(input_ids_BT, kv_cache))
+    def forward(self, input_ids_BT: torch.Tensor, kv_cache: Optional[KVCache] = None, *,
+                targets_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """logits_BTV; with `targets_BT`, the mean next-token loss instead, computed with the head
+        in row chunks (`linear_cross_entropy`) so the B·T x V logits are never held. The loss
+        goes through `forward` so that wrappers (DDP, torch.compile) see it."""
+        h_BTD = self.hidden_states(input_ids_BT, kv_cache)
+        if targets_BT is not None:
+            return linear_cross_entropy(h_BTD.flatten(0, 1), self.output.weight, targets_BT.flatten())
+        return self.output(h_BTD)

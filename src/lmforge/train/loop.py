@@ -83,7 +83,7 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
         raise ConfigError(f"config key 'train.seq_len': {t.seq_len} exceeds model.max_seq_len "
                           f"{model_cfg.max_seq_len}; lower it or raise model.max_seq_len")
     model = build_model(model_cfg).to(device)
-    task = task_for(model_cfg, tokenizer)
+    task = task_for(model_cfg, tokenizer, fused_loss=t.fused_loss)
     optimizer = build_optimizer(model, cfg.optim, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 

@@ -50,6 +50,11 @@ class CausalLMTask:
 
     name = "causal_lm"
 
+    def __init__(self, fused_loss: bool = True):
+        # True: the model computes head + loss in row chunks (`linear_cross_entropy`); False:
+        # full logits, then `causal_lm_loss`. Same value and gradients, less memory.
+        self.fused_loss = fused_loss
+
     def window_len(self, seq_len: int) -> int:
         return seq_len
 
@@ -65,6 +70,8 @@ class CausalLMTask:
         return {"inputs": inputs_BT, "targets": targets_BT}
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.fused_loss:
+            return model(batch["inputs"], targets_BT=batch["targets"]), {}
         return causal_lm_loss(model(batch["inputs"]), batch["targets"]), {}
 
     def evaluate(self, model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int,
@@ -247,11 +254,11 @@ def extra_vocab(family: str) -> int:
     return SpanCorruptionTask.NUM_SENTINELS if family == "t5" else 0
 
 
-def task_for(model_cfg: ModelConfig, tokenizer: Any) -> Task:
+def task_for(model_cfg: ModelConfig, tokenizer: Any, fused_loss: bool = True) -> Task:
     """The pretraining task of a model family: causal LM for decoders, masked LM for BERT, span
-    corruption for T5."""
+    corruption for T5. `fused_loss`: causal LM computes head and loss in row chunks."""
     if model_cfg.family in ("gpt2", "llama", "mistral", "falcon"):
-        return CausalLMTask()
+        return CausalLMTask(fused_loss)
     if model_cfg.family == "bert":
         return MaskedLMTask(tokenizer)
     if model_cfg.family == "t5":
