@@ -18,9 +18,13 @@ M = the number of counted rows:
 Under autocast the products run in the autocast dtype; the log-sum-exp, the softmax and the
 gradient accumulators stay in fp32.
 
-A chunk holds at most `max_chunk_elements` logits (default 2^21, 8 MiB in fp32: far below
-glibc's 32 MiB mmap ceiling, so the buffers are reused from step to step on CPU; see
-`lmforge.train.host_memory`).
+A chunk holds at most `max_chunk_elements` logits (default 2^26: 256 MiB in fp32, so a chunk
+keeps a thousand rows or more of a 50k vocabulary and the products stay efficient; chunks of
+42 rows made a CPU step 20% slower than the plain path). Measured on the 2-core dev box, fp32,
+llama-135m (vocabulary 49152), one training step with AdamW, plain path vs this one:
+batch 4 x 256 (one chunk) 140-145 vs 162 tokens/s, peak RSS 4.5 GiB either way; batch 8 x 256
+(two chunks) 147 vs 162 tokens/s, peak RSS 7,340 vs 6,790 MiB. On a GPU at 16 x 1024 tokens the
+logits alone are 3.3 GB a copy in fp32; chunked, 256 MiB.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-DEFAULT_MAX_CHUNK_ELEMENTS = 1 << 21
+DEFAULT_MAX_CHUNK_ELEMENTS = 1 << 26
 
 
 def _chunk_rows(num_rows: int, vocab_size: int, max_chunk_elements: int) -> int:
@@ -83,11 +87,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(h_ND: Tensor, weight_VD: Tensor, targets_N: Tensor, ignore_index: int = -100,
-                         max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS) -> Tensor:
+                         max_chunk_elements: int | None = None) -> Tensor:
     """Mean cross-entropy (nats) of logits h W^T against targets, over the rows whose target is
     not `ignore_index`; equal to `causal_lm_loss(h @ W.T, targets)` (0, not NaN, when every
     target is ignored), with its gradients, without holding the N x V logits."""
     if h_ND.dim() != 2 or targets_N.dim() != 1 or h_ND.shape[0] != targets_N.shape[0]:
         raise ValueError(f"linear_cross_entropy wants h (N, D) and targets (N,), got {tuple(h_ND.shape)} and "
                          f"{tuple(targets_N.shape)}")
-    return _LinearCrossEntropy.apply(h_ND, weight_VD, targets_N, ignore_index, max_chunk_elements)
+    return _LinearCrossEntropy.apply(h_ND, weight_VD, targets_N, ignore_index,
+                                     max_chunk_elements or DEFAULT_MAX_CHUNK_ELEMENTS)
