@@ -20,11 +20,14 @@ gradient accumulators stay in fp32.
 
 A chunk holds at most `max_chunk_elements` logits (default 2^26: 256 MiB in fp32, so a chunk
 keeps a thousand rows or more of a 50k vocabulary and the products stay efficient; chunks of
-42 rows made a CPU step 20% slower than the plain path). Measured on the 2-core dev box, fp32,
-llama-135m (vocabulary 49152), one training step with AdamW, plain path vs this one:
-batch 4 x 256 (one chunk) 140-145 vs 162 tokens/s, peak RSS 4.5 GiB either way; batch 8 x 256
-(two chunks) 147 vs 162 tokens/s, peak RSS 7,340 vs 6,790 MiB. On a GPU at 16 x 1024 tokens the
-logits alone are 3.3 GB a copy in fp32; chunked, 256 MiB.
+42 rows made a CPU step 20% slower than the plain path). Measured with
+`benchmarks/linear_cross_entropy.py` (2-core dev box, fp32, whole training steps with AdamW,
+alternating in one process; peak RSS of the whole process): llama-135m (vocabulary 49152) at
+4 x 256 (one chunk) 0.99x / 1.08x / 1.04x the plain path's speed over three runs, peak 0.98x;
+at 8 x 256 (two chunks) 1.10x, peak 6,328 -> 5,821 MiB; gpt2-124m at 4 x 256 1.04x, 0.99x.
+The saving is N x V x 4 bytes per avoided copy, so it grows with batch and vocabulary: on a
+GPU at 16 x 1024 tokens of a 50k vocabulary one fp32 copy of the logits is 3.3 GB, a chunk
+256 MiB.
 """
 
 from __future__ import annotations
