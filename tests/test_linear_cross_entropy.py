@@ -55,12 +55,15 @@ def test_all_targets_ignored_gives_zero_not_nan():
     assert loss.item() == 0.0 and h.grad.abs().max().item() == 0.0 and weight.grad.abs().max().item() == 0.0
 
 
-def test_without_gradients_only_the_value():
+@pytest.mark.parametrize("requires_grad", [False, True])  # True: parameters under torch.no_grad (evaluation)
+def test_without_gradients_only_the_value(requires_grad):
     torch.manual_seed(1)
-    h, weight, targets = torch.randn(9, 4), torch.randn(6, 4), torch.randint(0, 6, (9,))
+    h, weight, targets = torch.randn(9, 4), torch.randn(6, 4, requires_grad=requires_grad), torch.randint(0, 6, (9,))
     with torch.no_grad():
         got = linear_cross_entropy(h, weight, targets, max_chunk_elements=12)
-    torch.testing.assert_close(got, reference(h, weight, targets))
+        expected = reference(h, weight, targets)
+    assert got.grad_fn is None
+    torch.testing.assert_close(got, expected)
 
 
 def test_bf16_autocast_is_close_to_fp32():

@@ -47,12 +47,13 @@ def _chunk_rows(num_rows: int, vocab_size: int, max_chunk_elements: int) -> int:
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h_ND: Tensor, weight_VD: Tensor, targets_N: Tensor, ignore_index: int,
-                max_chunk_elements: int) -> Tensor:
+                max_chunk_elements: int, grad_enabled: bool) -> Tensor:
         N, V = h_ND.shape[0], weight_VD.shape[0]
         valid_N = targets_N != ignore_index
         count = valid_N.sum().clamp(min=1)  # a tensor: no host sync on GPU
         safe_targets_N = torch.where(valid_N, targets_N, 0)
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        # forward runs with grad mode off, so the caller's mode comes in as `grad_enabled`
+        needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         acc = torch.promote_types(h_ND.dtype, torch.float32)  # fp32 at least (fp64 stays fp64)
         grad_h_ND = torch.empty(h_ND.shape, dtype=acc, device=h_ND.device) if needs_grad else None
         grad_w_VD = torch.zeros(weight_VD.shape, dtype=acc, device=weight_VD.device) if needs_grad else None
@@ -86,7 +87,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h_dtype, w_dtype = ctx.input_dtypes
         grad_h = (grad_h_ND * grad_loss).to(h_dtype) if ctx.needs_input_grad[0] else None
         grad_w = (grad_w_VD * grad_loss).to(w_dtype) if ctx.needs_input_grad[1] else None
-        return grad_h, grad_w, None, None, None
+        return grad_h, grad_w, None, None, None, None
 
 
 def linear_cross_entropy(h_ND: Tensor, weight_VD: Tensor, targets_N: Tensor, ignore_index: int = -100,
@@ -98,4 +99,4 @@ def linear_cross_entropy(h_ND: Tensor, weight_VD: Tensor, targets_N: Tensor, ign
         raise ValueError(f"linear_cross_entropy wants h (N, D) and targets (N,), got {tuple(h_ND.shape)} and "
                          f"{tuple(targets_N.shape)}")
     return _LinearCrossEntropy.apply(h_ND, weight_VD, targets_N, ignore_index,
-                                     max_chunk_elements or DEFAULT_MAX_CHUNK_ELEMENTS)
+                                     max_chunk_elements or DEFAULT_MAX_CHUNK_ELEMENTS, torch.is_grad_enabled())
