@@ -135,7 +135,6 @@ def test_matmul_attention_is_sdpa(num_kv_heads):
     torch.testing.assert_close(matmul_attention(q_BH1K, k_BGSK, v_BGSK, bias_1H1S, scale=1.0), expected)
 
 
-
 @pytest.mark.parametrize("num_kv_heads", [4, 2, 1])
 def test_matmul_attention_with_a_learned_bias_matches_sdpa_values_and_gradients(num_kv_heads):
     # The T5 training path: many queries, a bias that needs a gradient, a causal part hidden

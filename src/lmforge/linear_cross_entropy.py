@@ -73,7 +73,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_CV = logits_CV.sub_(lse_C[:, None]).exp_()
             grad_CV[torch.arange(end - start, device=grad_CV.device), safe_targets_N[start:end]] -= 1.0
             grad_CV.mul_((valid_C.float() / count)[:, None])
-            grad_in = grad_CV.to(h_CD.dtype) if not torch.is_autocast_enabled(h_CD.device.type) else grad_CV
+            grad_in = grad_CV.to(h_CD.dtype)  # under autocast the products then cast as the forward's did
             grad_h_ND[start:end] = grad_in @ weight_VD
             grad_w_VD += grad_in.t() @ h_CD
         if needs_grad:
