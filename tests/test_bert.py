@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import randomise as _randomise
+from parity import assert_logits_match
 
 from lmforge.config import ModelConfig, TokenizerConfig
 from lmforge.errors import ConfigError
@@ -96,9 +97,10 @@ def _hf_logits(hf_model, ids_BT, mask_BT, types_BT):
         return hf_model(input_ids=ids_BT, attention_mask=mask_BT, token_type_ids=types_BT).logits
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("num_labels,cls_name", [(0, "BertForMaskedLM"), (3, "BertForSequenceClassification"),
                                                   (5, "BertForTokenClassification")])
-def test_logits_match_hf_both_directions(num_labels, cls_name):
+def test_logits_match_hf_both_directions(num_labels, cls_name, dtype):
     transformers = pytest.importorskip("transformers")
     from lmforge.interop.hf import from_hf_model, to_hf_model
 
@@ -110,16 +112,16 @@ def test_logits_match_hf_both_directions(num_labels, cls_name):
     hf_model = to_hf_model(model)
     assert type(hf_model).__name__ == cls_name
     with torch.no_grad():
-        ours = model(ids_BT, mask_BT, types_BT)
-    assert (ours - _hf_logits(hf_model, ids_BT, mask_BT, types_BT)).abs().max() < 1e-4
+        assert_logits_match(model.to(dtype)(ids_BT, mask_BT, types_BT),
+                            _hf_logits(hf_model.to(dtype), ids_BT, mask_BT, types_BT))
 
     hf_model = getattr(transformers, cls_name)(hf_model.config)
     _randomise(hf_model, seed=3)
     back = from_hf_model(hf_model).eval()
     assert type(back).__name__ == cls_name and back.config.num_labels == num_labels
     with torch.no_grad():
-        ours = back(ids_BT, mask_BT, types_BT)
-    assert (ours - _hf_logits(hf_model, ids_BT, mask_BT, types_BT)).abs().max() < 1e-4
+        assert_logits_match(back.to(dtype)(ids_BT, mask_BT, types_BT),
+                            _hf_logits(hf_model.to(dtype), ids_BT, mask_BT, types_BT))
 
 
 def test_state_dict_mapping_round_trips_and_config():

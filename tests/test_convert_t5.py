@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from helpers import randomise as _randomise
+from parity import assert_logits_match
 
 from lmforge.config import ModelConfig
 from lmforge.errors import CheckpointError, ConfigError
@@ -87,7 +88,7 @@ def test_t5_export_loads_with_same_logits_and_greedy_tokens(t5_exported, variant
         ours = model(ids_BT, labels_BU, mask_BT)
         theirs = hf_model(input_ids=ids_BT, attention_mask=mask_BT, decoder_input_ids=labels_BU).logits
     assert ours.shape == theirs.shape == (2, 7, model.config.vocab_size)
-    assert (ours - theirs).abs().max().item() < 1e-4
+    assert_logits_match(ours, theirs)
 
     ours_BN = torch.stack(list(generate_seq2seq(model, ids_BT, 10, temperature=0.0, attention_mask_BT=mask_BT,
                                                 decoder_start_id=tokenizer.pad_id)), dim=1)
@@ -179,7 +180,7 @@ def test_t5_import_of_a_transformers_save_pretrained_model(tiny_run, tmp_path, v
     with torch.no_grad():
         ours = model(ids_BT, labels_BU, mask_BT)
         theirs = hf_model(input_ids=ids_BT, attention_mask=mask_BT, decoder_input_ids=labels_BU).logits
-    assert (ours - theirs).abs().max().item() < 1e-4
+    assert_logits_match(ours, theirs)
 
 
 def _edit_config(hf_dir: Path, **changes) -> None:
@@ -256,7 +257,7 @@ def test_bert_classifier_exports_to_its_hf_head_and_round_trips(tiny_run, tmp_pa
         ours = model(ids_BT, mask_BT)
         theirs = hf_model.eval()(input_ids=ids_BT, attention_mask=mask_BT).logits
     assert ours.shape == theirs.shape == ((2, 3) if head == "sequence_classification" else (2, 12, 3))
-    assert (ours - theirs).abs().max().item() < 1e-4
+    assert_logits_match(ours, theirs)
 
     back = import_hf(hf_dir, tmp_path / "back")
     saved = json.loads((back / "config.json").read_text())
@@ -317,4 +318,4 @@ def test_hf_bert_pretraining_checkpoint_imports_as_masked_lm(tiny_run, tmp_path)
     ids_BT, mask_BT = _ids(vocab_size), _mask()
     with torch.no_grad():
         theirs = hf_model(input_ids=ids_BT, attention_mask=mask_BT).prediction_logits
-        assert (model(ids_BT, mask_BT) - theirs).abs().max().item() < 1e-4
+        assert_logits_match(model(ids_BT, mask_BT), theirs)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import randomise
+from parity import assert_logits_match, float64_hf
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
@@ -25,7 +26,10 @@ V1_1 = resolve_model_config(dataclasses.replace(V1_0, feed_forward="gated-gelu",
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    return randomise(model, seed, matrix_std=0.2, vector_std=0.3)
+    # Matrices N(0, 0.1): T5 attention has no 1/sqrt(K), and at 0.2 the scores saturate the
+    # softmax so far that float32 rounding alone moved the logits by ~390 ulps of their scale
+    # (against the float64 forward), beyond what a parity bound should have to allow.
+    return randomise(model, seed, matrix_std=0.1, vector_std=0.5)
 
 
 def _batch(seed: int = 1):
@@ -96,8 +100,9 @@ def _hf_logits(hf_model, ids_BT, mask_BT, decoder_ids_BU):
         return hf_model(input_ids=ids_BT, attention_mask=mask_BT, decoder_input_ids=decoder_ids_BU).logits
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("cfg", [V1_0, V1_1], ids=["v1.0", "v1.1"])
-def test_logits_match_hf_both_directions(cfg):
+def test_logits_match_hf_both_directions(cfg, dtype):
     transformers = pytest.importorskip("transformers")
     from lmforge.interop.hf import from_hf_model, model_config_from_hf, to_hf_model
 
@@ -105,19 +110,19 @@ def test_logits_match_hf_both_directions(cfg):
     model = _randomise(T5Model(cfg))
     hf_model = to_hf_model(model)
     assert (hf_model.lm_head.weight is hf_model.shared.weight) == cfg.tie_embeddings
-    with torch.no_grad():
-        ours = model(ids_BT, decoder_ids_BU, mask_BT)
-    assert (ours - _hf_logits(hf_model, ids_BT, mask_BT, decoder_ids_BU)).abs().max() < 1e-4
     assert model_config_from_hf(hf_model.config) == dataclasses.replace(cfg, preset="", max_seq_len=512)
+    with torch.no_grad(), float64_hf(dtype):
+        assert_logits_match(model.to(dtype)(ids_BT, decoder_ids_BU, mask_BT),
+                            _hf_logits(hf_model.to(dtype), ids_BT, mask_BT, decoder_ids_BU))
 
     hf_model = transformers.T5ForConditionalGeneration(hf_model.config)
     if not cfg.tie_embeddings:
         hf_model.lm_head.weight = torch.nn.Parameter(hf_model.shared.weight.detach().clone())
     _randomise(hf_model, seed=3)
     back = from_hf_model(hf_model).eval()
-    with torch.no_grad():
-        ours = back(ids_BT, decoder_ids_BU, mask_BT)
-    assert (ours - _hf_logits(hf_model, ids_BT, mask_BT, decoder_ids_BU)).abs().max() < 1e-4
+    with torch.no_grad(), float64_hf(dtype):
+        assert_logits_match(back.to(dtype)(ids_BT, decoder_ids_BU, mask_BT),
+                            _hf_logits(hf_model.to(dtype), ids_BT, mask_BT, decoder_ids_BU))
 
 
 def test_state_dict_mapping_round_trips_and_unsupported_config():
