@@ -2,7 +2,9 @@
 
 Every option of every verb is generated from that verb's config dataclass in
 ``lmforge.config``, so `--help`, the YAML recipes and the Python API cannot drift apart.
-User mistakes (``LmforgeError``) print one line and exit with status 2.
+A string option takes the text exactly as typed; other options are read with YAML rules
+(``lmforge.config.parse_override``). User mistakes (``LmforgeError``) print one line and exit
+with status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -172,6 +175,42 @@ DATA_VERBS: dict[str, Verb] = {
 }
 
 
+OPTIONS_EPILOG = (
+    "A string option takes the text exactly as typed (--prompt 1e3, --prompt null and --prompt 'a: b' "
+    "are those characters); other options are read as YAML (--optim.lr 3e-4, --train.compile true). "
+    "A value that starts with '-' is written --OPTION=VALUE (--prompt=-x); a list option then takes "
+    "that one value.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a hint for a value that starts with '-' and a value that is just '--'."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.endswith("expected one argument"):
+            option = message.split(":")[0].removeprefix("argument ").split("/")[0]
+            message += f" (a value that starts with '-' is written {option}=VALUE)"
+        super().error(message)
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # Before Python 3.12 argparse drops '--' even when it is an option's own value
+        # (--prompt=--); a single-value option's value cannot be the end-of-options marker.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
+
+def _type_help(tp: Any) -> str:
+    """The type shown in --help. Every text is a string for a string option, so an Optional[str]
+    option says where null can be given instead."""
+    args = typing.get_args(tp)
+    if C.takes_text(tp) and type(None) in args:
+        shown = " or ".join(C.type_name(a) for a in args if a is not type(None))
+        return f"{shown}; null only in a --config recipe"
+    return C.type_name(tp)
+
+
 def _add_options(parser: argparse.ArgumentParser, verb: Verb) -> None:
     parser.add_argument("--config", metavar="YAML", help="recipe to load before the options below")
     if verb.positional:
@@ -182,25 +221,49 @@ def _add_options(parser: argparse.ArgumentParser, verb: Verb) -> None:
         nargs = "*" if C.type_name(tp).startswith("a list") else None
         parser.add_argument(f"--{dotted}", dest=dotted, default=argparse.SUPPRESS, nargs=nargs,
                             metavar=dotted.split(".")[-1].upper(),
-                            help=f"{help_text} [{C.type_name(tp)}; default {shown}]".replace("%", "%%"))
+                            help=f"{help_text} [{_type_help(tp)}; default {shown}]".replace("%", "%%"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lmforge", description="Train language models from raw text, on a laptop CPU or a GPU cluster.",
         epilog="Options come from typed configs: `lmforge VERB --help` lists them; any can be set in a "
-               "YAML recipe (--config) and overridden by its dotted name.")
+               "YAML recipe (--config) and overridden by its dotted name. " + OPTIONS_EPILOG)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name, verb in VERBS.items():
-        _add_options(sub.add_parser(name, help=verb.summary, description=verb.summary), verb)
+        _add_options(sub.add_parser(name, help=verb.summary, description=verb.summary, epilog=OPTIONS_EPILOG),
+                     verb)
     sub.add_parser("models", help="list model presets with parameter counts and FLOPs/token")
     data = sub.add_parser("data", help="collect, clean, filter, dedup text: `lmforge data run pipeline.yaml`",
                           description="the data pipeline")
     data_sub = data.add_subparsers(dest="data_verb", metavar="DATA_VERB")
     for name, verb in DATA_VERBS.items():
-        _add_options(data_sub.add_parser(name, help=verb.summary, description=verb.summary), verb)
+        _add_options(data_sub.add_parser(name, help=verb.summary, description=verb.summary,
+                                         epilog=OPTIONS_EPILOG), verb)
     data_sub.add_parser("steps", help="list the pipeline steps and their options")
     return parser
+
+
+def _load(verb: Verb, args: dict[str, Any]) -> Any:
+    """The verb's config from its parsed options: recipe, then the options (``load_config``)."""
+    yaml_path = args.pop("config", None)
+    positional = args.pop("positional", None)
+    if positional is not None and verb.positional == "config":
+        yaml_path = positional
+    elif positional is not None:
+        args[verb.positional] = positional
+    return C.load_config(verb.config_cls, yaml_path, args)
+
+
+def parse_config(argv: list[str]) -> Any:
+    """The config ``lmforge ARGV`` would run its verb with, parsed exactly as ``main`` does."""
+    args = vars(build_parser().parse_args(argv))
+    verb_name, data_verb = args.pop("verb"), args.pop("data_verb", None)
+    verb = DATA_VERBS.get(data_verb) if verb_name == "data" else VERBS.get(verb_name)
+    if verb is None:
+        raise ConfigError(f"`lmforge {' '.join(argv)}` names no verb with options: give one of "
+                          f"{', '.join([*VERBS, *(f'data {name}' for name in DATA_VERBS)])}")
+    return _load(verb, args)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -225,14 +288,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(_describe_data_steps())
             return 0
         verb = DATA_VERBS[data_verb] if data_verb else VERBS[verb_name]
-        yaml_path = args.pop("config", None)
-        positional = args.pop("positional", None)
-        if positional is not None and verb.positional == "config":
-            yaml_path = positional
-        elif positional is not None:
-            args[verb.positional] = positional
-        cfg = C.load_config(verb.config_cls, yaml_path, args)
-        verb.run(cfg)
+        verb.run(_load(verb, args))
     except LmforgeError as err:
         print(f"lmforge {verb_name}: error: {err}", file=sys.stderr)
         return 2

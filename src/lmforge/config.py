@@ -1,7 +1,8 @@
 """Typed configs: one dataclass per verb, YAML recipes and dotted CLI overrides.
 
 A YAML recipe in ``configs/`` maps one-to-one onto these fields and any field can be
-overridden from the command line by its dotted name (``--optim.lr 3e-4``). The loader in
+overridden from the command line by its dotted name (``--optim.lr 3e-4``). A string field
+takes the command-line text exactly as typed; other fields read it with YAML rules. The loader in
 this file validates every key and value against the type hints, so a typo or a bad value
 fails at load time with one line naming the key and what was expected. Each field's
 ``help`` metadata is what ``lmforge VERB --help`` prints: the dataclass is the single
@@ -427,6 +428,53 @@ def _expand_preset(values: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {**PRESETS[name], **{k: v for k, v in values.items() if k != "preset"}, "preset": ""}
 
 
+def takes_text(tp: Any) -> bool:
+    """Whether a field of type ``tp`` takes command-line text exactly as typed.
+
+    True for ``str`` and ``Optional[str]`` (one string) and for ``list[str]``/``tuple[str, ...]``
+    (each token one string), optionally ``Optional``. Such text is never read as YAML: YAML would
+    turn ``1e3`` into 1000.0, ``null``, ``~`` and ``# x`` into None, ``yes`` into True, ``- x``
+    into a list and ``a: b`` into a mapping. There is no command-line spelling of None for an
+    ``Optional[str]`` field (every text is a string); a YAML recipe sets it with ``null``.
+    """
+    origin = typing.get_origin(tp)
+    if tp is str:
+        return True
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return bool(args) and all(takes_text(a) for a in args)
+    if origin is list:
+        return typing.get_args(tp) == (str,)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return bool(args) and all(a is str or a is Ellipsis for a in args) and args[0] is str
+    return False
+
+
+def field_type(cls: type, dotted: str) -> Any:
+    """The type hint of the field ``dotted`` (``"source.text_field"``) of ``cls``, or None if there is none."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp) or part not in {f.name for f in dataclasses.fields(tp)}:
+            return None
+        tp = _hints(tp)[part]
+    return tp
+
+
+def parse_override(value: Any, tp: Any) -> Any:
+    """The value a command-line override ``value`` gives a field of type ``tp`` (None: no such field).
+
+    Text for a string field (see ``takes_text``) is kept exactly as typed: ``--prompt 1e3`` is the
+    three characters, ``--prompt null`` four letters. Text for any other field is read with YAML
+    rules (``--optim.lr 3e-4``, ``--train.compile true``), and so is text for an unknown key, whose
+    error names the key. Lists of tokens (a list option's ``--paths a b``) and non-text values
+    are passed on as they are; ``load_config`` checks them against the type.
+    """
+    if isinstance(value, str) and not takes_text(tp):
+        return _parse_scalar(value)
+    return value
+
+
 def _parse_scalar(text: str) -> Any:
     """Parse a CLI value with YAML rules, so `--a 1e-3`, `--b true`, `--c [x, y]` all work."""
     try:
@@ -457,8 +505,10 @@ def load_config(cls: type, yaml_path: Optional[str | Path] = None,
                 overrides: Optional[dict[str, Any]] = None) -> Any:
     """Build ``cls`` from defaults, then a YAML recipe, then dotted overrides (in that order).
 
-    ``overrides`` maps dotted names (``"optim.lr"``) to values; strings are parsed with YAML
-    rules. Raises ``ConfigError`` naming the offending key.
+    ``overrides`` maps dotted names (``"optim.lr"``) to values, as the command line gives them:
+    a string for a string field is taken exactly as it is, other strings are parsed with YAML
+    rules (``parse_override``). The recipe file is YAML throughout. Raises ``ConfigError``
+    naming the offending key.
     """
     tree: dict[str, Any] = {}
     if yaml_path:
@@ -474,7 +524,7 @@ def load_config(cls: type, yaml_path: Optional[str | Path] = None,
             raise ConfigError(f"config file '{path}' must be a mapping of keys to values")
         tree = loaded
     for dotted, value in (overrides or {}).items():
-        _set_dotted(tree, dotted, _parse_scalar(value) if isinstance(value, str) else value)
+        _set_dotted(tree, dotted, parse_override(value, field_type(cls, dotted)))
     return _build(cls, tree)
 
 
