@@ -8,6 +8,7 @@ with which user agent and how far apart. Delays are a tenth of a second or less.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from lmforge.config import CrawlConfig
-from lmforge.data.crawl import crawl, extract_links, normalize_url, robots_crawl_delay
+from lmforge.data.crawl import RobotsRules, crawl, extract_links, normalize_url
 from lmforge.data.document import BadDocument, Document
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, DataError
 
 AGENT = "lmforge-test/1.0 (+http://127.0.0.1/bot)"
 # Another crawler is shut out entirely; ours only from /private/, and must wait 0.1 s.
@@ -317,11 +318,195 @@ def test_extract_links_order_base_and_nofollow():
 
 
 def test_robots_crawl_delay_groups():
-    lines = ["User-agent: *", "Crawl-delay: 2", "", "User-agent: other", "User-agent: lmforge-test",
-             "Crawl-delay: 0.5  # ours", "", "User-agent: x", "Crawl-delay: 9"]
-    assert robots_crawl_delay(lines, AGENT) == 0.5
-    assert robots_crawl_delay(lines, "somebot/2") == 2.0
-    assert robots_crawl_delay(["User-agent: *", "Crawl-delay: soon"], AGENT) == 0.0
+    text = ("User-agent: *\nCrawl-delay: 2\n\nUser-agent: other\nUser-agent: lmforge-test\n"
+            "Crawl-delay: 0.5  # ours\n\nUser-agent: x\nCrawl-delay: 9\n")
+    assert RobotsRules.parse(text, AGENT).crawl_delay == 0.5
+    assert RobotsRules.parse(text, "somebot/2").crawl_delay == 2.0
+    assert RobotsRules.parse("User-agent: *\nCrawl-delay: soon\n", AGENT).crawl_delay == 0.0
+    # Only the group that applies counts: ours has no Crawl-delay, so the * group's 2 s is not ours.
+    assert RobotsRules.parse("User-agent: *\nCrawl-delay: 2\n\nUser-agent: lmforge-test\nDisallow: /x\n",
+                             AGENT).crawl_delay == 0.0
+    # Request-rate 1/4 (one request per 4 s) beats a Crawl-delay of 1 s.
+    assert RobotsRules.parse("User-agent: *\nCrawl-delay: 1\nRequest-rate: 1/4\n", AGENT).crawl_delay == 4.0
+
+
+# --------------------------------------------------------------------------- RFC 9309 rules
+# Each expectation is read off the RFC's text (section numbers given), not off the parser.
+
+
+def allowed(robots_txt: str, user_agent: str, *paths: str) -> list[bool]:
+    """The crawler's own decision for each path on host h (normalised as the crawl does)."""
+    rules = RobotsRules.parse(robots_txt, user_agent)
+    return [rules.allows(normalize_url("http://h" + path)) for path in paths]
+
+
+# RFC 9309 section 5.1, "Simple Example", verbatim.
+RFC_EXAMPLE = """User-Agent: *
+Disallow: *.gif$
+Disallow: /example/
+Allow: /publications/
+
+User-Agent: foobot
+Disallow:/
+Allow:/example/page.html
+Allow:/example/allowed.gif
+
+User-Agent: barbot
+User-Agent: bazbot
+Disallow: /example/page.html
+
+User-Agent: quxbot
+
+EOF
+"""
+
+
+def test_rfc9309_simple_example_groups():
+    # *: no .gif file, nothing under /example/, /publications/ allowed.
+    assert allowed(RFC_EXAMPLE, "otherbot/1.0", "/publications/a.html", "/example/x.html", "/img/a.gif",
+                   "/img/a.gif?size=2", "/index.html") == [True, False, False, True, True]
+    # foobot: only the two allowed pages; the * group does not apply to it at all.
+    assert allowed(RFC_EXAMPLE, "foobot/2.1", "/example/page.html", "/example/allowed.gif", "/",
+                   "/publications/a.html", "/example/other.html") == [True, True, False, False, False]
+    # barbot and bazbot share one group: only /example/page.html is off limits (gifs are fine).
+    for bot in ("barbot/1", "bazbot/1"):
+        assert allowed(RFC_EXAMPLE, bot, "/example/page.html", "/example/other.html", "/a.gif") == [
+            False, True, True]
+    # quxbot's group has no rules: everything is allowed (section 2.2.2).
+    assert allowed(RFC_EXAMPLE, "quxbot/1", "/example/page.html", "/a.gif", "/example/") == [True, True, True]
+
+
+def test_rfc9309_user_agent_group_selection():
+    # 2.2.1: the product token is matched case-insensitively.
+    assert allowed(RFC_EXAMPLE, "FooBot/9 (+http://example.com/bot)", "/example/page.html", "/") == [True, False]
+    assert allowed("User-agent: LMForge-TEST\nDisallow: /x/\n", AGENT, "/x/a", "/y") == [False, True]
+    # 2.2.1: several groups for the same token are combined into one (the ExampleBot example).
+    combined = ("user-agent: ExampleBot\ndisallow: /foo\ndisallow: /bar\n\n"
+                "user-agent: ExampleBot\ndisallow: /baz\n\nuser-agent: *\ndisallow: /qux\n")
+    assert allowed(combined, "examplebot/1.1", "/foo", "/bar", "/baz", "/qux") == [False, False, False, True]
+    assert allowed(combined, "otherbot/1", "/foo", "/qux") == [True, False]
+    # The token is the product name only: a group for a prefix of it ("lmforge"), or for a word
+    # elsewhere in our User-Agent header ("bot" in its URL), is not ours, so * applies.
+    others = "User-agent: lmforge\nDisallow: /\n\nUser-agent: bot\nDisallow: /\n\nUser-agent: *\nDisallow: /p/\n"
+    assert allowed(others, AGENT, "/", "/p/1") == [True, False]
+    # No group for us and no * group: no rules apply.
+    assert allowed("User-agent: otherbot\nDisallow: /\n", AGENT, "/", "/a") == [True, True]
+    # 2.2.2: /robots.txt is implicitly allowed.
+    assert allowed("User-agent: *\nDisallow: /\n", AGENT, "/robots.txt", "/") == [True, False]
+
+
+def test_rfc9309_longest_match_and_allow_on_ties():
+    # 5.2 "Longest Match": the longer disallow wins over the shorter allow, whatever the order.
+    longest = "User-Agent: foobot\nAllow: /example/page/\nDisallow: /example/page/disallowed.gif\n"
+    reordered = "User-Agent: foobot\nDisallow: /example/page/disallowed.gif\nAllow: /example/page/\n"
+    for text in (longest, reordered):
+        assert allowed(text, "foobot/1", "/example/page/", "/example/page/a.html",
+                       "/example/page/disallowed.gif") == [True, True, False]
+    # 2.2.2: the most specific (most octets) match wins, an allow or a disallow, in any order.
+    nested = "User-agent: *\nAllow: /a/b/c/\nDisallow: /a/\nAllow: /\nDisallow: /a/b/\n"
+    assert allowed(nested, AGENT, "/", "/a/x", "/a/b/x", "/a/b/c/x") == [True, False, False, True]
+    # 2.2.2: an allow and a disallow rule that are equivalent: the allow is used.
+    for text in ("User-agent: *\nDisallow: /page\nAllow: /page\n", "User-agent: *\nAllow: /page\nDisallow: /page\n"):
+        assert allowed(text, AGENT, "/page", "/page/2", "/other") == [True, True, True]
+    # A wildcard rule competes on length too: on /page.html "/*.html" matches more octets (the
+    # whole path, 10) and is longer as written (7) than "/page" (5), so it wins either way.
+    assert allowed("User-agent: *\nAllow: /page\nDisallow: /*.html\n", AGENT, "/page.html", "/page") == [
+        False, True]
+    # 2.2.2: matching is case sensitive.
+    assert allowed("User-agent: *\nDisallow: /X/\n", AGENT, "/X/1", "/x/1") == [False, True]
+
+
+def test_rfc9309_wildcards_and_end_anchor():
+    # 2.2.3: "*" is 0 or more instances of any character.
+    star = "User-agent: *\nDisallow: /\nAllow: /this/*/exactly\n"
+    assert allowed(star, AGENT, "/this/a/exactly", "/this/a/b/exactly", "/this//exactly", "/this/exactly",
+                   "/this/a/exactly/more") == [True, True, True, False, True]
+    assert allowed("User-agent: *\nDisallow: /*.php\n", AGENT, "/index.php", "/a/b.php?x=1", "/php", "/a.ph") == [
+        False, False, True, True]
+    # 2.2.3: "$" ends the pattern: the path must end there (the query is part of the path matched).
+    dollar = "User-agent: *\nDisallow: /this/\nAllow: /this/path/exactly$\n"
+    assert allowed(dollar, AGENT, "/this/path/exactly", "/this/path/exactly/", "/this/path/exactly?x=1",
+                   "/this/path/exactlyy") == [True, False, False, False]
+    assert allowed("User-agent: *\nDisallow: /*.gif$\n", AGENT, "/a.gif", "/b/c.gif", "/a.gif?x=1",
+                   "/a.gifs") == [False, False, True, True]
+
+
+def test_rfc9309_percent_encoding():
+    # 2.2.2's table: a UTF-8 path in the file and its percent-encoded form are the same rule,
+    # and an encoded unreserved character ("%62%61%7A") matches it unencoded ("baz").
+    for rule in ("/foo/bar/\u30c4", "/foo/bar/%E3%83%84"):
+        assert allowed(f"User-agent: *\nDisallow: {rule}\n", AGENT, "/foo/bar/\u30c4", "/foo/bar/%E3%83%84",
+                       "/foo/bar/x") == [False, False, True]
+    assert allowed("User-agent: *\nDisallow: /foo/bar/%62%61%7A\n", AGENT, "/foo/bar/baz", "/foo/bar/bax") == [
+        False, True]
+    # 2.2.3: special characters meant verbatim are percent-encoded in the file.
+    assert allowed("User-agent: *\nDisallow: /path/file-with-a-%2A.html\n", AGENT, "/path/file-with-a-*.html",
+                   "/path/file-with-a-x.html") == [False, True]
+    assert allowed("User-agent: *\nDisallow: /path/foo-%24\n", AGENT, "/path/foo-$", "/path/foo-") == [
+        False, True]
+
+
+def test_robots_rules_of_a_missing_or_unreachable_file():
+    assert RobotsRules.everything(True, "robots.txt (HTTP 404)").allows("http://h/any") is True
+    assert RobotsRules.everything(False, "unreachable").allows("http://h/any") is False
+
+
+# Every rule kind above through a real crawl: the old first-match parser (no "*", no "$",
+# substring user-agent match) fetched the wrong pages here.
+RFC_ROBOTS = """User-agent: *
+Disallow: /
+
+User-agent: lmforge
+Disallow: /
+
+User-agent: LMForge-Test
+Disallow: /docs/
+Allow: /docs/public/
+Allow: /docs/page.html$
+Disallow: /*.pdf$
+Disallow: /caf%C3%A9/
+Allow: /same
+Disallow: /same
+""".encode()
+
+
+def test_crawl_obeys_rfc9309_rules_end_to_end():
+    links = ["/docs/secret.html", "/docs/public/a.html", "/docs/page.html", "/docs/page.html?v=2", "/report.pdf",
+             "/report.pdf?download=1", "/caf\u00e9/menu.html", "/same"]
+    routes = {"/robots.txt": lambda n: (200, {"Content-Type": "text/plain"}, RFC_ROBOTS),
+              "/": html("<p>Home.</p>" + "".join(f'<a href="{link}">x</a>' for link in links))}
+    for path in ("/docs/secret.html", "/docs/public/a.html", "/docs/page.html", "/docs/page.html?v=2",
+                 "/report.pdf", "/report.pdf?download=1", "/caf%C3%A9/menu.html", "/same"):
+        routes[path] = html(f"<p>{path}</p>")
+    with serve(routes) as (site,):
+        items = run(config(site, delay_seconds=0.0, max_depth=1))
+    assert outcomes(items, site.base) == [
+        ("/", "doc"),
+        ("/docs/secret.html", "robots_disallowed"),  # Disallow: /docs/
+        ("/docs/public/a.html", "doc"),  # the longer Allow: /docs/public/
+        ("/docs/page.html", "doc"),  # Allow: /docs/page.html$ (longer than /docs/)
+        ("/docs/page.html?v=2", "robots_disallowed"),  # "$" does not match: /docs/ applies
+        ("/report.pdf", "robots_disallowed"),  # Disallow: /*.pdf$
+        ("/report.pdf?download=1", "doc"),  # .pdf is not at the end of the path
+        ("/caf%C3%A9/menu.html", "robots_disallowed"),  # percent-encoded rule, UTF-8 link
+        ("/same", "doc"),  # Allow and Disallow equivalent: allow
+    ]
+    assert site.paths() == ["/robots.txt", "/", "/docs/public/a.html", "/docs/page.html", "/report.pdf?download=1",
+                            "/same"]
+
+
+def test_missing_protego_names_the_extra_before_any_request(monkeypatch):
+    monkeypatch.setitem(sys.modules, "protego", None)  # "import protego" now raises ImportError
+    with serve({"/": html("<p>Hi.</p>")}) as (site,):
+        with pytest.raises(DataError, match=r"needs protego: pip install lmforge\[data\]"):
+            crawl(config(site))
+        assert site.log == []
+    # A pipeline or prepare run with a crawl source fails when it lists its shards, before any work.
+    from lmforge.config import SourceConfig
+    from lmforge.data.sources import source_shards
+
+    with pytest.raises(DataError, match=r"needs protego: pip install lmforge\[data\]"):
+        source_shards(SourceConfig(kind="crawl", crawl=CrawlConfig(start_urls=["http://127.0.0.1/"])))
 
 
 def test_bad_config_is_one_line_before_any_request():

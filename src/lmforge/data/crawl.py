@@ -1,26 +1,36 @@
-"""A polite, deterministic web crawler (source kind ``crawl``), standard library only.
+"""A polite, deterministic web crawler (source kind ``crawl``).
 
 ``crawl(cfg)`` walks breadth-first from ``cfg.start_urls`` and yields one item per URL it
 takes off the queue: a ``Document`` (the page's main text) or a ``BadDocument`` whose reason
-says why there is no document, so a crawl's counts always add up (DESIGN.md section 2).
+says why there is no document, so a crawl's counts always add up (docs/architecture.md,
+'Documents and counts').
+Fetching is standard library (``urllib``); robots.txt is parsed by ``protego`` (the ``data``
+extra; ``crawl`` raises ``DataError`` naming the extra when it is missing).
 
 Politeness:
 
-- **robots.txt** is fetched once per host (``scheme://host:port``) with our User-Agent and
-  parsed by ``urllib.robotparser``; its rules for our product token (the User-Agent up to
-  the first ``/``) apply, else the ``*`` rules. Status handling follows RFC 9309 section
-  2.3.1: 2xx: parse it (at most the first 500 KiB, the minimum the RFC asks parsers to
-  read); 3xx: redirects are followed (urllib allows 10); 4xx ("unavailable", including 401
-  and 403): everything is allowed; 5xx, 429 or a network error after all retries
-  ("unreachable"): everything on the host is disallowed. The last rule is the RFC's
-  ("MUST assume complete disallow"), though it means an unreachable host gives
-  ``robots_disallowed`` rather than ``fetch_failed``.
-  Limits of ``urllib.robotparser``: rules are matched first-match in file order, not the
-  RFC's longest match, and ``*``/``$`` wildcards inside paths are not understood.
+- **robots.txt** (RFC 9309) is fetched once per host (``scheme://host:port``) with our
+  User-Agent and parsed by ``protego``; ``RobotsRules.allows`` is the decision. The group
+  that applies is the one whose ``User-agent`` equals our product token (the User-Agent up
+  to the first ``/``), compared case-insensitively, all such groups combined; else the ``*``
+  group; else no rules (section 2.2.1). A group named by a mere prefix of our token
+  (``lmforge`` for ``lmforge-crawler``) is not ours. Within the group the rule with the
+  longest path pattern wins, ``allow`` on a tie; ``*`` matches any run of characters, a
+  final ``$`` anchors the end; paths are compared after percent-encoding normalisation
+  (section 2.2.2-2.2.3); ``/robots.txt`` itself is always allowed. Status handling follows
+  section 2.3.1: 2xx: parse it (at most the first 500 KiB, the minimum the RFC asks parsers
+  to read, as UTF-8); 3xx: redirects are followed (urllib allows 10, the RFC asks for at
+  least 5); 4xx ("unavailable", including 401 and 403): everything is allowed; 5xx, 429 or
+  a network error after all retries ("unreachable"): everything on the host is disallowed.
+  The last rule is the RFC's ("MUST assume complete disallow"; 429 is treated like a 5xx,
+  which the RFC permits and is the polite reading), though it means an unreachable host
+  gives ``robots_disallowed`` rather than ``fetch_failed``.
 - **Rate limit**: at least ``delay_seconds`` between the end of one request to a host and
-  the start of the next, or the host's ``Crawl-delay`` (decimals allowed; we read it
-  ourselves because ``urllib.robotparser`` only takes whole seconds) or ``Request-rate``
-  when larger. The crawl is single-threaded and keeps BFS order, so a slow host slows it.
+  the start of the next, or the ``Crawl-delay`` (decimals allowed) or ``Request-rate`` of
+  the robots.txt group that applies to us when larger. These are not part of RFC 9309; as
+  Bing and Yandex read them, only our group's values count when the file has a group for
+  us (the ``*`` group's Crawl-delay is then not used). The crawl is single-threaded and
+  keeps BFS order, so a slow host slows it.
 - **Retries**: a connection error, timeout, 429 or 5xx is retried ``retries`` times; the
   n-th retry waits ``backoff_seconds * 2**(n-1)``, or the server's ``Retry-After`` (seconds
   or an HTTP date) when that is longer. A Retry-After over ``MAX_RETRY_AFTER_SECONDS`` is
@@ -63,9 +73,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
 from html.parser import HTMLParser
-from typing import Callable, Optional, Union
+from types import ModuleType
+from typing import Any, Callable, Optional, Union
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
-from urllib.robotparser import RobotFileParser
 
 from lmforge.config import CrawlConfig
 from lmforge.data.document import BadDocument, Document
@@ -148,52 +158,73 @@ def extract_links(html: str, page_url: str) -> list[str]:
 # --------------------------------------------------------------------------- robots.txt
 
 
-def robots_crawl_delay(lines: list[str], user_agent: str) -> float:
-    """Crawl-delay (seconds, decimals allowed) of our group in robots.txt, else of ``*``; 0 if none.
+# User-agent spellings protego accepts (RFC 9309 writes "user-agent"); see _group_names.
+_USER_AGENT_FIELDS = ("user-agent", "useragent", "user agent")
 
-    Groups are matched as ``urllib.robotparser`` matches them: a group applies when its
-    User-agent value, lower-cased, occurs in our product token (the User-Agent before ``/``).
+
+def require_protego() -> ModuleType:
+    """The robots.txt parser, or ``DataError`` saying which extra installs it."""
+    from lmforge.data.readers.base import require  # imported late: readers are optional
+
+    return require("protego", "crawling (the robots.txt parser)", extra="data")
+
+
+def product_token(user_agent: str) -> str:
+    """The name robots.txt groups are matched on: the User-Agent before its first ``/``."""
+    return user_agent.split("/", 1)[0].strip()
+
+
+def _group_names(text: str) -> set[str]:
+    """The lower-cased values of the file's User-agent lines (comments stripped)."""
+    names = set()
+    for line in text.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition(":")
+        if sep and key.strip().lower() in _USER_AGENT_FIELDS and value.strip():
+            names.add(value.strip().lower())
+    return names
+
+
+class RobotsRules:
+    """What one host's robots.txt lets one user agent do (RFC 9309, see the module docstring).
+
+    ``RobotsRules.parse(text, user_agent)`` reads a robots.txt; ``RobotsRules.everything(allowed,
+    origin)`` stands for a missing (allow all) or unreachable (disallow all) one.
+    ``allows(url)`` is the crawler's decision for a URL of that host.
     """
-    token = user_agent.split("/")[0].lower()
-    ours: Optional[float] = None
-    default: Optional[float] = None
-    group: list[str] = []
-    reading_agents = False
-    for raw in lines:
-        key, _, value = raw.split("#", 1)[0].partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key == "user-agent":
-            group = group if reading_agents else []  # consecutive User-agent lines share a group
-            group.append(value.lower())
-            reading_agents = True
-            continue
-        reading_agents = False
-        if key != "crawl-delay":
-            continue
-        try:
-            delay = float(value)
-        except ValueError:
-            continue
-        if not math.isfinite(delay) or delay < 0:
-            continue
-        if ours is None and any(agent != "*" and agent in token for agent in group):
-            ours = delay
-        if default is None and "*" in group:
-            default = delay
-    return ours if ours is not None else (default or 0.0)
 
+    def __init__(self, parser: Any, group: str, allow_all: bool, crawl_delay: float, origin: str) -> None:
+        self._parser = parser  # a protego.Protego, or None: ``allow_all`` decides
+        self._group = group  # the name we query protego with: our token, or "" (only ``*`` applies)
+        self._allow_all = allow_all
+        self.crawl_delay = crawl_delay  # seconds between requests the file asks of us; 0: none
+        self.origin = origin  # how we got the rules, for messages
 
-@dataclass
-class _Robots:
-    """What one host's robots.txt lets us do."""
+    @classmethod
+    def everything(cls, allowed: bool, origin: str) -> "RobotsRules":
+        return cls(None, "", allowed, 0.0, origin)
 
-    parser: Optional[RobotFileParser]  # None: the rule is ``allow_all``
-    allow_all: bool
-    crawl_delay: float
-    origin: str  # how we got the rules, for messages: "robots.txt", "robots.txt unreachable (HTTP 503)"
+    @classmethod
+    def parse(cls, text: str, user_agent: str, origin: str = "robots.txt") -> "RobotsRules":
+        parser = require_protego().Protego.parse(text)
+        token = product_token(user_agent).lower()
+        # protego picks the group whose name occurs longest in the name it is given, so a
+        # group named by a prefix of our token would also match. RFC 9309 matches the token
+        # itself: ask with the token only when a group has exactly that name (its score then
+        # beats any prefix's), else with "" which only ``*`` matches.
+        group = token if token and token in _group_names(text) else ""
+        delay = parser.crawl_delay(group) or 0.0
+        rate = parser.request_rate(group)
+        if rate is not None and rate.requests > 0:
+            delay = max(delay, rate.seconds / rate.requests)
+        return cls(parser, group, True, float(delay), origin)
 
-    def allows(self, user_agent: str, url: str) -> bool:
-        return self.allow_all if self.parser is None else self.parser.can_fetch(user_agent, url)
+    def allows(self, url: str) -> bool:
+        """Whether the rules let us fetch ``url`` (an absolute URL on this host)."""
+        if self._parser is None:
+            return self._allow_all
+        if urlsplit(url).path == "/robots.txt":
+            return True  # RFC 9309 2.2.2: implicitly allowed (protego before 0.7 applied the rules)
+        return self._parser.can_fetch(url, self._group)
 
 
 # --------------------------------------------------------------------------- fetching
@@ -257,7 +288,7 @@ class _Fetcher:
         self._robots_opener = urllib.request.build_opener()  # RFC 9309: follow robots.txt redirects
         self._last_done: dict[str, float] = {}  # host -> monotonic time its last request ended
         self._hold_until: dict[str, float] = {}  # host -> no request before (retry backoff)
-        self._robots: dict[str, _Robots] = {}
+        self._robots: dict[str, RobotsRules] = {}
 
     def _delay(self, host: str) -> float:
         robots = self._robots.get(host)
@@ -337,28 +368,22 @@ class _Fetcher:
         reply.body = body
         return reply
 
-    def robots_for(self, url: str) -> _Robots:
+    def robots_for(self, url: str) -> RobotsRules:
         """The robots.txt rules of ``url``'s host, fetched on first use (see the module docstring)."""
         host = host_of(url)
         if host not in self._robots:
             self._robots[host] = self._load_robots(host)
         return self._robots[host]
 
-    def _load_robots(self, host: str) -> _Robots:
+    def _load_robots(self, host: str) -> RobotsRules:
         reply = self.fetch(host + "/robots.txt", ROBOTS_MAX_BYTES, robots_txt=True)
         if reply.failure:  # RFC 9309 2.3.1.4: unreachable -> assume complete disallow
-            return _Robots(None, False, 0.0, f"robots.txt, unreachable after {reply.attempts} tries "
-                                             f"({reply.failure}), which RFC 9309 reads as disallow all")
+            return RobotsRules.everything(False, f"robots.txt, unreachable after {reply.attempts} tries "
+                                                 f"({reply.failure}), which RFC 9309 reads as disallow all")
         if not 200 <= reply.status < 300:  # RFC 9309 2.3.1.3: unavailable (4xx) -> allow all
-            return _Robots(None, True, 0.0, f"robots.txt (HTTP {reply.status})")
-        lines = reply.body.decode("utf-8", errors="replace").splitlines()
-        parser = RobotFileParser(host + "/robots.txt")
-        parser.parse(lines)
-        delay = robots_crawl_delay(lines, self.cfg.user_agent)
-        rate = parser.request_rate(self.cfg.user_agent)
-        if rate is not None and rate.requests > 0:
-            delay = max(delay, rate.seconds / rate.requests)
-        return _Robots(parser, True, delay, "robots.txt")
+            return RobotsRules.everything(True, f"robots.txt (HTTP {reply.status})")
+        # RFC 9309 2.2: the file is UTF-8; a byte order mark is not part of the first line.
+        return RobotsRules.parse(reply.body.decode("utf-8-sig", errors="replace"), self.cfg.user_agent)
 
 
 # --------------------------------------------------------------------------- the crawl
@@ -391,9 +416,10 @@ def crawl(cfg: CrawlConfig, *, extract_main_text: Optional[Extractor] = None) ->
 
     ``extract_main_text(html, url)`` turns a page into its main text (None: there is none);
     the default is ``lmforge.data.readers.html.extract_main_text``. A bad ``cfg`` raises
-    ``ConfigError`` here, before anything is fetched.
+    ``ConfigError`` here, before anything is fetched, and a missing ``protego`` ``DataError``.
     """
     start = _check(cfg)
+    require_protego()  # DataError naming the extra now, before anything is fetched
     if extract_main_text is None:
         from lmforge.data.readers.html import extract_main_text  # imported late: the readers are optional
     return _crawl(cfg, start, extract_main_text)
@@ -412,7 +438,7 @@ def _crawl(cfg: CrawlConfig, start: list[str], extract: Extractor) -> Iterator[I
     while queue and num_fetched < cfg.max_pages:
         url, depth = queue.popleft()
         robots = fetcher.robots_for(url)
-        if not robots.allows(cfg.user_agent, url):
+        if not robots.allows(url):
             yield BadDocument(url, "robots_disallowed", f"{url} is disallowed for user agent "
                                                         f"{cfg.user_agent!r} by {robots.origin}: it is not fetched; "
                                                         "ask the site owner or crawl other pages")

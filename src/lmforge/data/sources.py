@@ -36,7 +36,7 @@ from lmforge.config import SourceConfig
 from lmforge.data.document import BadDocument, Document, ReadStats
 from lmforge.data.paths import expand_paths, walk_files
 from lmforge.data.readers import FILE_KINDS, check_dependency, reader_for
-from lmforge.data.readers.base import Item
+from lmforge.data.readers.base import Item, require
 from lmforge.data.readers.text import read_text_file
 from lmforge.errors import DataError
 
@@ -56,6 +56,9 @@ def source_shards(cfg: SourceConfig) -> list[str]:
     if cfg.kind == "stdlib":
         return list(walk_files(_stdlib_root(), (".py",), _STDLIB_SKIP_DIRS))
     if cfg.kind == "crawl":
+        # The crawler's robots.txt parser (lmforge.data.crawl.require_protego): fail before any
+        # work starts, naming the extra.
+        require("protego", "crawling (the robots.txt parser)", extra="data")
         return [_CRAWL_SHARD]
     if cfg.kind not in FILE_KINDS:
         raise DataError(f"unknown source.kind '{cfg.kind}': use stdlib, crawl or one of {', '.join(FILE_KINDS)}")
