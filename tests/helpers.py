@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 import torch
@@ -37,3 +38,11 @@ def write_file(path, data: bytes | str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
     return str(path)
+
+
+def documented_split_fraction(split_seed: int, text: str) -> float:
+    """The train/val split rule as the docs state it, from hashlib rather than lmforge: the
+    first 64 bits of BLAKE2b(text, key=str(split_seed)), little-endian, over 2**64; a document
+    goes to val when this is below val_fraction."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=str(split_seed).encode()).digest()
+    return int.from_bytes(digest, "little") / 2.0**64

@@ -1,6 +1,6 @@
 """Bad input for every reader, generated: garbage with every suffix, mutated good files, huge lines.
 
-The contract checked for every reader (DESIGN.md section 2, "nothing is lost silently"):
+The contract checked for every reader (docs/architecture.md, 'Documents and counts'):
 no crash; under ``on_error: raise`` only a one-line ``DataError`` naming the bad file;
 under ``on_error: skip`` every bad document counted by a known reason and recorded in
 ``skipped_examples``, every good document still read, and ``read == kept + sum(skipped)``.
@@ -38,8 +38,8 @@ KNOWN_REASONS = {
     "not_article", "redirect", "bad_xml", "encrypted", "no_text_layer", "bad_pdf", "bad_epub",
 }
 
-PAGE = ("<html><head><title>t</title></head><body><article><p>"
-        + "Sentences about rivers and the valleys they carve over time. " * 6 + "</p></article></body></html>")
+PAGE_TEXT = " ".join(["Sentences about rivers and the valleys they carve over time."] * 6)
+PAGE = ("<html><head><title>t</title></head><body><article><p>" + PAGE_TEXT + "</p></article></body></html>")
 
 
 def good_file(kind: str, tmp_path) -> tuple[str, list[str]]:
@@ -59,12 +59,9 @@ def good_file(kind: str, tmp_path) -> tuple[str, list[str]]:
         path = str(tmp_path / "good.parquet")
         pq.write_table(pa.table({"text": ["good a", "good b"]}), path)
         return path, ["good a", "good b"]
-    if kind == "html":
-        from lmforge.data.readers.html import extract_main_text
-
-        return write(tmp_path / "good.html", PAGE), [extract_main_text(PAGE)]
+    if kind == "html":  # the page's main text is its one paragraph
+        return write(tmp_path / "good.html", PAGE), [PAGE_TEXT]
     if kind == "warc":
-        from lmforge.data.readers.html import extract_main_text
         from warcio.statusandheaders import StatusAndHeaders
         from warcio.warcwriter import WARCWriter
 
@@ -74,7 +71,7 @@ def good_file(kind: str, tmp_path) -> tuple[str, list[str]]:
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
             writer.write_record(writer.create_warc_record(f"https://example.com/{i}", "response",
                                                           payload=io.BytesIO(PAGE.encode()), http_headers=http))
-        return write(tmp_path / "good.warc.gz", out.getvalue()), [extract_main_text(PAGE)] * 3
+        return write(tmp_path / "good.warc.gz", out.getvalue()), [PAGE_TEXT] * 3
     if kind == "wikipedia":
         pages = "".join(f"<page><title>P{i}</title><ns>0</ns><id>{i}</id><revision><text>"
                         f"Article '''{i}''' text.</text></revision></page>" for i in range(3))
@@ -298,8 +295,6 @@ def test_warc_random_mix_of_records(tmp_path, seed):
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    from lmforge.data.readers.html import extract_main_text
-
     kinds = {"page": ("text/html", PAGE.encode(), None),
              "no_payload": ("text/html", b"", "no_payload"),
              "not_html": ("application/pdf", b"%PDF-1.4 ...", "not_html"),
@@ -316,7 +311,7 @@ def test_warc_random_mix_of_records(tmp_path, seed):
     path = write(tmp_path / ("mix.warc.gz" if seed % 2 else "mix.warc"), out.getvalue())
     num_pages = chosen.count("page")
     stats = check_skip_read(SourceConfig(kind="warc", paths=[path], on_error="skip"),
-                            [extract_main_text(PAGE)] if num_pages else [])
+                            [PAGE_TEXT] if num_pages else [])
     assert stats.kept == num_pages and stats.read == len(chosen)
     expected = {kinds[n][2]: chosen.count(n) for n in kinds if n != "page" and chosen.count(n)}
     assert stats.skipped == expected

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from helpers import documented_split_fraction
+
 from lmforge.config import DataRunConfig, load_config, option
 from lmforge.data.document import Document
 from lmforge.data.pipeline import format_report, load_stats, run_pipeline, write_report_plot
-from lmforge.data.prepare import split_fraction
 from lmforge.data.steps import CorpusStep, DocStep, Drop, register_step
 from lmforge.errors import ConfigError, DataError
 
@@ -134,7 +135,7 @@ def test_stages_books_and_outputs(corpus, tmp_path):
     assert sorted(d["text"] for d in kept) == ["ANOTHER DOCUMENT", "B UNIQUE DOC", "HELLO WORLD", "SAME TEXT HERE"]
     for split in ("train", "val"):
         for d in read_split(out, split):
-            assert (split_fraction(0, d["text"]) < 0.3) == (split == "val")
+            assert (documented_split_fraction(0, d["text"]) < 0.3) == (split == "val")
     assert stats["output"]["train"]["docs"] + stats["output"]["val"]["docs"] == 4
     # Rejects carry step, reason and detail; duplicates name the kept document.
     rejects = [json.loads(line) for name in sorted(os.listdir(out / "rejects"))

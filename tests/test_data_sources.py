@@ -1,4 +1,5 @@
-"""Sources and `prepare`: determinism, split by file, and every kind of bad input (DESIGN.md section 5)."""
+"""Sources and `prepare`: determinism, split by file, and every kind of bad input
+(docs/architecture.md, 'Sources and readers' and 'Preparing documents')."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from helpers import read_source as read, write_file as write
+from helpers import documented_split_fraction, read_source as read, write_file as write
 
 from lmforge.config import PrepareConfig, SourceConfig
 from lmforge.data import prepare, split_fraction
@@ -255,7 +256,7 @@ def test_prepare_split_is_deterministic_and_by_file(tmp_path):
     # each file lands on the side its hash says, and its text is whole
     for split, docs in rows.items():
         for row in docs:
-            assert (split_fraction(3, row["text"]) < 0.2) == (split == "val")
+            assert (documented_split_fraction(3, row["text"]) < 0.2) == (split == "val")
             with open(row["meta"]["source"], encoding="utf-8") as f:
                 assert f.read() == row["text"]
     assert a["kept"] == 60 == len(rows["train"]) + len(rows["val"])
@@ -266,6 +267,18 @@ def test_prepare_split_is_deterministic_and_by_file(tmp_path):
     assert sorted(os.listdir(tmp_path / "a")) == ["stats.json", "train.jsonl", "val.jsonl"]  # no temp files
     c = prepare(PrepareConfig(source=source, out_dir=str(tmp_path / "c"), val_fraction=0.2, split_seed=4))
     assert c["splits"] != a["splits"]
+
+
+def test_split_fraction_is_the_documented_keyed_blake2b_and_uniform():
+    texts = [f"document number {i}" for i in range(4000)] + ["", "caf\u00e9"]
+    for seed in (0, 3):
+        assert [split_fraction(seed, t) for t in texts] == [documented_split_fraction(seed, t) for t in texts]
+    fractions = [split_fraction(0, t) for t in texts[:4000]]
+    assert all(0.0 <= f < 1.0 for f in fractions)
+    # uniform on [0, 1): mean 1/2 (sd 0.0046 for 4000 draws), a fifth below 0.2 (sd 0.0063)
+    assert abs(sum(fractions) / 4000 - 0.5) < 0.02
+    assert abs(sum(f < 0.2 for f in fractions) / 4000 - 0.2) < 0.025
+    assert split_fraction(0, "same text") != split_fraction(1, "same text")  # the seed is the key
 
 
 @pytest.mark.parametrize("val_fraction", [0.0, 0.99])
