@@ -3,7 +3,8 @@
 A reader yields ``Document``s; anything it cannot turn into a document becomes a
 ``BadDocument`` carrying a reason code (``not_utf8``, ``bad_json``, ...) and a one-line
 message that names the file (and line). ``ReadStats`` keeps the books so every run can
-report ``read = kept + sum(skipped by reason)`` (DESIGN.md section 2).
+report ``read = kept + sum(skipped by reason)`` (docs/architecture.md, 'Documents and
+counts').
 """
 
 from __future__ import annotations

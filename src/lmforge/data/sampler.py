@@ -9,7 +9,8 @@ eos), as in GPT-2/nanoGPT pretraining.
 Global window ``i`` is ``permutation(seed, epoch)[i % num_windows]`` with
 ``epoch = i // num_windows``: each epoch visits every window once, in a fresh order. The
 sampler's whole state is ``(seed, position)``, so a resumed run draws exactly the batches
-the uninterrupted run would have drawn (DESIGN.md section 2).
+the uninterrupted run would have drawn (docs/architecture.md, 'Sampler state and exact
+resume').
 
 Legend: B = batch (windows), T = seq_len, W = seq_len + 1 (window length).
 """

@@ -1,6 +1,6 @@
 """Checkpoints: one directory per save, written atomically, the newest N kept.
 
-Layout of ``RUN_DIR/checkpoints/step_00001000/`` (DESIGN.md section 2):
+Layout of ``RUN_DIR/checkpoints/step_00001000/`` (docs/architecture.md, 'Checkpoints'):
 
 - ``model.safetensors``  weights (tied tensors stored once)
 - ``config.json``        the resolved lmforge ``ModelConfig`` plus step and format tag

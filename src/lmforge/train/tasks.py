@@ -1,9 +1,10 @@
 """What the training loop optimises: one small object per objective, one loop for all.
 
 A task turns sampled token windows into a batch and a batch into ``(loss, metrics)``
-(DESIGN.md: ``loss, metrics = objective(model, batch)``), and measures itself on the val
-split. The loop in ``loop.py`` knows nothing else about the objective, so masked LM (BERT)
-and span corruption (T5) plug in here as further tasks without a second loop.
+(``loss, metrics = task.loss(model, batch)``; docs/architecture.md, 'Tasks and objectives'),
+and measures itself on the val split. The loop in ``loop.py`` knows nothing else about the
+objective, so masked LM (BERT) and span corruption (T5) plug in here as further tasks without
+a second loop.
 """
 
 from __future__ import annotations

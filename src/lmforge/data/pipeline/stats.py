@@ -1,7 +1,8 @@
 """The books of a pipeline run: per-step counts and length histograms, mergeable across shards.
 
 Every shard worker returns a ``ShardStats``; the driver adds them up into ``stats.json``.
-The invariant that proves nothing was lost (DESIGN.md section 2) is checked at the end:
+The invariant that proves nothing was lost (docs/architecture.md, 'Documents and counts')
+is checked at the end:
 ``read == kept + sum(dropped by step and reason) + sum(failed by reason)``, where ``failed``
 are the items a reader could not turn into documents.
 """
