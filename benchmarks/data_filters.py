@@ -13,7 +13,10 @@ Both run with their defaults, alternating over chunks of documents and timed in 
 time (robust to other work on a shared machine). It prints docs/s per core for each, the
 ratio, and the fraction of documents on which the two agree to keep or to drop (they
 implement the same published rules with different word splitters and some different
-definitions, see each step's docstring), plus the most common disagreements by reason. datatrove needs spaCy (``pip
+definitions, see each step's docstring), plus the most common disagreements by reason. Unlike
+the other peer benchmarks (`equal_work`), agreement below 100% is a documented difference, not
+a failure: the speedup is still printed and the run exits 0, with a line saying so and, in the
+JSON, `equal_outputs: false` next to `differences_documented: true`. datatrove needs spaCy (``pip
 install spacy``; its blank English tokenizer needs no model download). Ends with one JSON line.
 
     OMP_NUM_THREADS=1 python benchmarks/data_filters.py                # 400 documents
@@ -30,6 +33,8 @@ import time
 from collections import Counter
 from itertools import accumulate
 from typing import Any, Callable
+
+from equal_work import cpu_name
 
 from lmforge.data.document import Document
 from lmforge.data.steps import Drop, build_step
@@ -247,9 +252,10 @@ def main(argv: list[str] | None = None) -> None:
     kinds = Counter(kind for kind, _ in corpus)
     mean_kb = sum(len(t.encode()) for t in texts) / len(texts) / 1000
     print(f"{len(texts)} documents, mean {mean_kb:.1f} KB ({', '.join(f'{k} {v}' for k, v in kinds.most_common())}); "
-          f"datatrove on the first {len(peer_texts)}; python {platform.python_version()}, one process")
+          f"datatrove on the first {len(peer_texts)}; python {platform.python_version()}, one process, {cpu_name()}")
 
-    figures: dict[str, Any] = {"docs": len(texts), "peer_docs": len(peer_texts), "mean_kb": round(mean_kb, 2)}
+    figures: dict[str, Any] = {"docs": len(texts), "peer_docs": len(peer_texts), "mean_kb": round(mean_kb, 2),
+                               "cpu": cpu_name()}
     rows = []
     peers = datatrove_filters()
     # (our step, our options, label): the last row reruns FineWeb with datatrove's 0.01 duplicate
@@ -278,6 +284,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{'kept lmf':>9} {'kept dt':>8} {'agree':>6}")
     for label, ours_rate, peer_rate, ratio, kept_ours, kept_peer, agree, _ in rows:
         print(f"{label:26} {ours_rate:15.0f} {peer_rate:17.1f} {ratio:7.1f}x {kept_ours:9.2f} {kept_peer:8.2f} {agree:6.3f}")
+    figures["equal_outputs"] = all(row[6] == 1.0 for row in rows)
+    figures["differences_documented"] = True  # agreement < 1 is expected: not a failure, exit status 0
+    if not figures["equal_outputs"]:
+        print("\nverdicts differ (agree < 1.000), as documented: both implement the same published rules with "
+              "different word splitters and some different definitions (see each step's docstring), so each "
+              "speedup is for the same documents, not identical verdicts; not a failure (exit status 0)")
     print("\nmost common disagreements (lmforge verdict, datatrove verdict): count")
     for label, *_, differing in rows:
         top = ", ".join(f"({a}, {b}): {n}" for (a, b), n in differing.most_common(4)) or "none"

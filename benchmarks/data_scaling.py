@@ -3,7 +3,12 @@
 Generates a deterministic corpus of prose-like documents (with planted exact and near
 duplicates) in NUM_FILES JSONL files, runs a FineWeb-style pipeline (clean, gopher quality and
 repetition, fineweb quality, pii, exact and MinHash dedup) with each worker count, checks the
-outputs are identical, and prints docs/s and the speedup over one worker, then one JSON line.
+outputs are identical, and prints a header naming the CPU, docs/s and the speedup over the
+first worker count, then one JSON line. A worker count whose output differs from the first's
+gets no speedup: the run prints "outputs differ: ...", a "-" in the table, null in the JSON
+(`identical_output: false`) and exits with status 1 after the JSON line (`equal_work`).
+`--perturb-peer` drops one document from the last worker count's output: a self-check that
+this guard trips, not a measurement.
 
     python benchmarks/data_scaling.py --files 32 --docs-per-file 400 --workers 1,2,4,8,16
 """
@@ -16,7 +21,10 @@ import os
 import random
 import shutil
 import tempfile
+import sys
 import time
+
+from equal_work import check, cpu_name, exit_status, format_ratio
 
 from lmforge.config import DataRunConfig, load_config
 from lmforge.data.pipeline import run_pipeline
@@ -73,12 +81,20 @@ def outputs(out: str) -> list[str]:
     return lines
 
 
-def main() -> None:
+def differing_lines(result: list[str], reference: list[str]) -> int:
+    """Output lines (documents) that differ position by position, counting missing or extra ones."""
+    return sum(a != b for a, b in zip(result, reference)) + abs(len(result) - len(reference))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--docs-per-file", type=int, default=200)
     parser.add_argument("--workers", default="1,2")
-    args = parser.parse_args()
+    parser.add_argument("--perturb-peer", action="store_true",
+                        help="self-check of the benchmark: drop one document from the last worker count's "
+                             "output, so it differs, no speedup is printed for it and the run exits 1")
+    args = parser.parse_args(argv)
     worker_counts = [int(w) for w in args.workers.split(",")]
     root = tempfile.mkdtemp(prefix="lmforge-scaling-")
     try:
@@ -95,20 +111,28 @@ def main() -> None:
             stats = run_pipeline(cfg)
             seconds = time.perf_counter() - start
             result = outputs(out)
+            if args.perturb_peer and len(rows) == len(worker_counts) - 1 and result:
+                result = result[:-1]  # self-check: unequal work on purpose
             reference = reference if reference is not None else result
+            # The same pipeline on the same input: every output document must match (tolerance 0).
+            same = check(f"{workers} workers: output documents differing from {worker_counts[0]} workers'",
+                         differing_lines(result, reference), 0)
             rows.append({"workers": workers, "seconds": round(seconds, 2), "docs_per_s": round(num_docs / seconds, 1),
-                         "kept": stats["kept"], "identical_output": result == reference})
+                         "kept": stats["kept"], "identical_output": same.equal})
         base = rows[0]["docs_per_s"]
-        print(f"{num_docs:,} documents in {args.files} files, {os.cpu_count()} CPUs")
+        cpu = cpu_name()
+        print(f"{num_docs:,} documents in {args.files} files, {os.cpu_count()} CPUs ({cpu})")
         print(f"{'workers':>8} {'seconds':>8} {'docs/s':>9} {'speedup':>8} {'kept':>7} identical")
         for row in rows:
-            row["speedup"] = round(row["docs_per_s"] / base, 2)
-            print(f"{row['workers']:>8} {row['seconds']:>8.2f} {row['docs_per_s']:>9,.1f} {row['speedup']:>8.2f} "
-                  f"{row['kept']:>7} {row['identical_output']}")
-        print(json.dumps({"benchmark": "data_scaling", "documents": num_docs, "cpus": os.cpu_count(), "rows": rows}))
+            row["speedup"] = round(row["docs_per_s"] / base, 2) if row["identical_output"] else None
+            print(f"{row['workers']:>8} {row['seconds']:>8.2f} {row['docs_per_s']:>9,.1f} "
+                  f"{format_ratio(row['speedup']):>8} {row['kept']:>7} {row['identical_output']}")
+        print(json.dumps({"benchmark": "data_scaling", "documents": num_docs, "cpus": os.cpu_count(), "cpu": cpu,
+                          "equal_outputs": all(row["identical_output"] for row in rows), "rows": rows}))
+        return rows
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main(), key="identical_output"))

@@ -6,9 +6,14 @@ Both libraries get the identical model (our weights copied into the HF class by
 `generate_seq2seq` with HF `T5ForConditionalGeneration.generate`: the prompt is the encoder
 input and decoding starts from token 0. Runs alternate between the two libraries so both
 see the same machine noise; the figure is the median over `--repeats`. The generated tokens
-must be identical: the benchmark checks it, so the comparison is of the same work.
+must be identical (greedy decoding of the same model): the benchmark checks it for every
+config and batch size, and where they differ it prints "outputs differ: ...", leaves that
+row's ratio out (table "-", JSON null, `equal_outputs: false`) and exits with status 1 after
+the table and the JSON line (`equal_work`). `--perturb-peer PRESETS` adds noise to one weight
+of HF's copy for those presets: a self-check that the guard trips, not a measurement.
 
-Prints a table, then one JSON line with every figure and the lmforge/HF ratios.
+Prints a header naming the CPU (or GPU) and torch version, a table, then one JSON line with
+every figure and the lmforge/HF ratios.
 
     python benchmarks/generate_throughput.py                        # CPU: llama and gpt2 quickstart sizes
     python benchmarks/generate_throughput.py --configs t5-quickstart --batch-sizes 8
@@ -19,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
 import torch
+from equal_work import check, cpu_name, exit_status, format_ratio, perturb_, ratio_if_equal
 
 from lmforge.config import ModelConfig, load_config
 from lmforge.generate import generate, generate_seq2seq
@@ -43,9 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=4096, help="for presets that take it from a tokenizer")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--perturb-peer", default="",
+                        help="self-check of the benchmark: comma-separated presets whose HF copy gets noise "
+                             "in one weight (a projection of its last block), so their tokens differ, no ratio is "
+                             "printed and the run exits 1")
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.configs = [name.strip() for name in args.configs.split(",") if name.strip()]
+    args.perturb_peer = [name.strip() for name in args.perturb_peer.split(",") if name.strip()]
+    for name in args.perturb_peer:
+        if name not in args.configs:
+            parser.error(f"--perturb-peer: '{name}' is not in --configs")
     return args
 
 
@@ -70,6 +85,8 @@ def bench_config(name: str, args: argparse.Namespace, device: torch.device) -> l
                                           **({"vocab_size": args.vocab_size} if "quickstart" in name else {})})
     ours = build_model(cfg).to(device).eval()
     theirs = to_hf_model(ours.cpu()).to(device).eval()
+    if name in args.perturb_peer:
+        perturb_(theirs, seed=args.seed)  # self-check: unequal work on purpose
     ours.to(device)
     vocab = ours.config.vocab_size
     seq2seq = ours.config.family == "t5"
@@ -103,14 +120,21 @@ def bench_config(name: str, args: argparse.Namespace, device: torch.device) -> l
             for lib, fn in order if repeat % 2 == 0 else order[::-1]:
                 seconds, outputs[lib] = timed(fn, device)
                 times[lib].append(seconds)
-        same = torch.equal(outputs["lmforge"].cpu(), outputs["hf"].cpu())
+        ours_tokens, hf_tokens = outputs["lmforge"].cpu(), outputs["hf"].cpu()
+        # Greedy decoding of one model: every token must match (tolerance 0 mismatches).
+        mismatched = (int((ours_tokens != hf_tokens).sum()) if ours_tokens.shape == hf_tokens.shape
+                      else max(ours_tokens.numel(), hf_tokens.numel()))
+        equal = check(f"{name} batch {batch_size} mismatched tokens", mismatched, 0)
         new_tokens = batch_size * args.new_tokens
         row = {"config": name, "num_params": count_parameters(ours), "batch_size": batch_size,
-               "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "identical_tokens": same}
+               "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "identical_tokens": equal.equal,
+               "mismatched_tokens": mismatched, "equal_outputs": equal.equal,
+               "perturbed_peer": name in args.perturb_peer}
         for lib in times:
             median = statistics.median(times[lib])
             row[lib] = {"median_seconds": median, "tokens_per_second": new_tokens / median}
-        row["speed_ratio_lmforge_over_hf"] = row["hf"]["median_seconds"] / row["lmforge"]["median_seconds"]
+        row["speed_ratio_lmforge_over_hf"] = ratio_if_equal(
+            equal, row["hf"]["median_seconds"] / row["lmforge"]["median_seconds"])
         results.append(row)
         print(f"{name} batch {batch_size}: done", flush=True)
     return results
@@ -121,22 +145,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     import transformers
 
-    print(f"device {device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}", flush=True)
-    results = [row for name in args.configs.split(",") for row in bench_config(name.strip(), args, device)]
-    header = f"{'config':<18}{'batch':>6}{'lmforge tok/s':>15}{'HF tok/s':>11}{'lmforge/HF':>12}{'same tokens':>13}"
-    print(header)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    machine = (f"device {device} ({device_name}), {torch.get_num_threads()} threads; "
+               f"torch {torch.__version__}, transformers {transformers.__version__}")
+    print(machine, flush=True)
+    results = [row for name in args.configs for row in bench_config(name, args, device)]
+    # The ratio column only when some row did equal work; "-" for those that did not.
+    with_ratio = any(r["equal_outputs"] for r in results)
+    print(machine)  # the table's header: every figure names its machine
+    print(f"{'config':<18}{'batch':>6}{'lmforge tok/s':>15}{'HF tok/s':>11}"
+          f"{'lmforge/HF':>12}{'same tokens':>13}" if with_ratio else
+          f"{'config':<18}{'batch':>6}{'lmforge tok/s':>15}{'HF tok/s':>11}{'same tokens':>13}")
     for r in results:
+        ratio = f"{format_ratio(r['speed_ratio_lmforge_over_hf']):>12}" if with_ratio else ""
         print(f"{r['config']:<18}{r['batch_size']:>6}{r['lmforge']['tokens_per_second']:>15,.0f}"
-              f"{r['hf']['tokens_per_second']:>11,.0f}{r['speed_ratio_lmforge_over_hf']:>12.2f}"
-              f"{str(r['identical_tokens']):>13}")
-    summary = {"benchmark": "generate_throughput", "device": str(device), "torch": torch.__version__,
+              f"{r['hf']['tokens_per_second']:>11,.0f}{ratio}{str(r['identical_tokens']):>13}")
+    summary = {"benchmark": "generate_throughput", "device": str(device), "device_name": device_name,
+               "cpu": cpu_name(), "num_threads": torch.get_num_threads(), "torch": torch.__version__,
                "transformers": transformers.__version__,
-               "ratios": {f"{r['config']}@b{r['batch_size']}": r["speed_ratio_lmforge_over_hf"] for r in results},
+               "equal_outputs": all(r["equal_outputs"] for r in results),
+               "ratios": {f"{r['config']}@b{r['batch_size']}": r["speed_ratio_lmforge_over_hf"]
+                          for r in results},  # null: unequal work
                "results": results}
     print(json.dumps(summary))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main()["results"]))

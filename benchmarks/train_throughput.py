@@ -8,12 +8,18 @@ random batch and the same gradient clipping, so the only difference is the model
 warm-up steps, timed steps alternate between the two (A B, then B A, ...) so both see the
 same machine noise; the figure is the median step time. Because both start from the same
 weights and take the same steps, their losses must agree step by step: the benchmark reports
-the largest difference as a check that the work really is identical. On CPU the process keeps
+the largest difference as a check that the work really is identical, and when it exceeds the
+rounding bound (`equal_work.loss_tolerance`: 1024 float32 epsilons of the loss scale in fp32,
+one bfloat16 epsilon under bf16 autocast) it prints "outputs differ: ...", leaves that config's
+ratio out (table "-", JSON null, `equal_outputs: false`) and exits with status 1 after the
+table and the JSON line. `--perturb-peer PRESETS` adds noise to one weight of HF's copy for
+those presets: a self-check that the guard trips, not a measurement. On CPU the process keeps
 freed memory for reuse, as `lmforge pretrain` does (`lmforge.train.host_memory`); that setting
 is process-wide, so it speeds both libraries up alike.
 
-Prints a table, then one JSON line with every figure and the lmforge/HF ratios (ratios are
-what to compare across machines: absolute speed depends on the machine and its load).
+Prints a header naming the CPU (or GPU) and torch version, a table, then one JSON line with
+every figure and the lmforge/HF ratios (ratios are what to compare across machines: absolute
+speed depends on the machine and its load).
 
     python benchmarks/train_throughput.py                       # CPU default: a few minutes on 2 cores
     python benchmarks/train_throughput.py --device cuda --batch-size 16 --seq-len 1024 --steps 20
@@ -26,13 +32,13 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import platform
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
 import torch
+from equal_work import check, cpu_name, exit_status, format_ratio, loss_tolerance, perturb_, ratio_if_equal
 
 from lmforge.config import ModelConfig, OptimConfig
 from lmforge.interop.hf import to_hf_model
@@ -64,6 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="encoder-decoders (t5): target length as a fraction of --seq-len (span "
                              "corruption at density 0.15, mean span 3 gives about 0.22)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--perturb-peer", default="",
+                        help="self-check of the benchmark: comma-separated presets whose HF copy gets noise "
+                             "in one weight (a projection of its last block), so their losses differ, no ratio is "
+                             "printed and the run exits 1")
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,24 +83,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in args.configs:
         if name not in PRESETS:
             parser.error(f"--configs: '{name}' is not a preset; choose from {', '.join(PRESETS)}")
+    args.perturb_peer = [name.strip() for name in args.perturb_peer.split(",") if name.strip()]
+    for name in args.perturb_peer:
+        if name not in args.configs:
+            parser.error(f"--perturb-peer: '{name}' is not in --configs")
     return args
 
 
 def model_config(preset: str, vocab_size: int, seq_len: int) -> ModelConfig:
     cfg = resolve_model_config(ModelConfig(preset=preset, vocab_size=PRESETS[preset].get("vocab_size", vocab_size)))
     return dataclasses.replace(cfg, max_seq_len=max(cfg.max_seq_len, seq_len), dropout=0.0)
-
-
-def cpu_name() -> str:
-    """The processor's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device: torch.device) -> None:
@@ -124,6 +126,8 @@ def bench_config(preset: str, args: argparse.Namespace, device: torch.device, pe
     torch.manual_seed(args.seed)
     ours = build_model(cfg)
     hf = to_hf_model(ours).train()  # same weights, copied through the interop mapping
+    if preset in args.perturb_peer:
+        perturb_(hf, seed=args.seed)  # self-check: unequal work on purpose
     ours.to(device).train()
     hf.to(device)
 
@@ -166,12 +170,17 @@ def bench_config(preset: str, args: argparse.Namespace, device: torch.device, pe
             if round_index >= args.warmup:
                 seconds[name].append(elapsed)
 
+    loss_gap = max(abs(a - b) for a, b in zip(losses["lmforge"], losses["hf"]))
+    if any(x != x for x in losses["lmforge"] + losses["hf"]):  # a NaN loss matches nothing
+        loss_gap = float("nan")
+    equal = check(f"{preset} max |dloss|", loss_gap, loss_tolerance(losses["lmforge"] + losses["hf"], args.dtype))
     result: dict[str, Any] = {
         "config": preset, "family": cfg.family, "num_params": count_parameters(ours),
         "batch_size": args.batch_size, "seq_len": args.seq_len, "tokens_per_step": tokens_per_step,
         "flops_per_token": flops_token, "hf_attn_implementation": hf.config._attn_implementation,
         "max_abs_logit_diff": logits_gap,
-        "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["lmforge"], losses["hf"])),
+        "max_abs_loss_diff": loss_gap, "loss_tolerance": equal.tolerance, "equal_outputs": equal.equal,
+        "perturbed_peer": preset in args.perturb_peer,
         "losses": losses,  # per step, warm-up included: the same work, so they differ only by rounding
     }
     for name in steps:
@@ -180,7 +189,8 @@ def bench_config(preset: str, args: argparse.Namespace, device: torch.device, pe
         result[name] = {"median_step_seconds": median, "min_step_seconds": min(seconds[name]),
                         "tokens_per_second": tokens_per_second,
                         "mfu": mfu(tokens_per_second, flops_token, peak)}
-    result["speed_ratio_lmforge_over_hf"] = result["lmforge"]["tokens_per_second"] / result["hf"]["tokens_per_second"]
+    result["speed_ratio_lmforge_over_hf"] = ratio_if_equal(
+        equal, result["lmforge"]["tokens_per_second"] / result["hf"]["tokens_per_second"])
     return result
 
 
@@ -188,13 +198,17 @@ def format_table(results: list[dict[str, Any]]) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
-    header = ("config", "params", "tokens/step", "lmforge tok/s", "HF tok/s", "lmforge/HF",
-              "lmforge MFU", "HF MFU", "max |dlogit|", "max |dloss|")
+    # The ratio column only when some config did equal work; "-" for those that did not.
+    with_ratio = any(r["equal_outputs"] for r in results)
+    header = ("config", "params", "tokens/step", "lmforge tok/s", "HF tok/s", *(("lmforge/HF",) * with_ratio),
+              "lmforge MFU", "HF MFU", "max |dlogit|", "max |dloss|", "tolerance")
     rows = [header] + [(
         r["config"], f"{r['num_params'] / 1e6:.1f}M", str(r["tokens_per_step"]),
         f"{r['lmforge']['tokens_per_second']:,.0f}", f"{r['hf']['tokens_per_second']:,.0f}",
-        f"{r['speed_ratio_lmforge_over_hf']:.3f}", pct(r["lmforge"]["mfu"]), pct(r["hf"]["mfu"]),
-        f"{r['max_abs_logit_diff']:.1e}", f"{r['max_abs_loss_diff']:.1e}") for r in results]
+        *((format_ratio(r["speed_ratio_lmforge_over_hf"], ".3f"),) * with_ratio),
+        pct(r["lmforge"]["mfu"]), pct(r["hf"]["mfu"]),
+        f"{r['max_abs_logit_diff']:.1e}", f"{r['max_abs_loss_diff']:.1e}", f"{r['loss_tolerance']:.1e}")
+        for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in rows)
@@ -209,9 +223,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(keep_freed_memory(), file=sys.stderr)
     peak = peak_flops(device, DTYPES[args.dtype])  # measured before the models exist (CPU)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    print(f"device {device} ({device_name}), {args.dtype}, {torch.get_num_threads()} threads, "
-          f"peak {peak / 1e12:.3f} TFLOP/s; torch {torch.__version__}, transformers {transformers.__version__}",
-          file=sys.stderr)
+    machine = (f"device {device} ({device_name}), {args.dtype}, {torch.get_num_threads()} threads, "
+               f"peak {peak / 1e12:.3f} TFLOP/s; torch {torch.__version__}, transformers {transformers.__version__}")
+    print(machine, file=sys.stderr)
     results = []
     for preset in args.configs:
         started = time.perf_counter()
@@ -219,13 +233,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if device.type == "cuda":  # the models went with bench_config's frame: hand their memory back
             torch.cuda.empty_cache()
         print(f"{preset}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(machine)  # the table's header: every figure names its machine
     print(format_table(results))
     summary = {
-        "benchmark": "train_throughput", "device": str(device), "device_name": device_name,
+        "benchmark": "train_throughput", "device": str(device), "device_name": device_name, "cpu": cpu_name(),
         "dtype": args.dtype, "num_threads": torch.get_num_threads(), "peak_flops": peak,
         "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "ratios": {r["config"]: r["speed_ratio_lmforge_over_hf"] for r in results},
+        "equal_outputs": all(r["equal_outputs"] for r in results),
+        "ratios": {r["config"]: r["speed_ratio_lmforge_over_hf"] for r in results},  # null: unequal work
         "results": results,
     }
     print(json.dumps(summary))
@@ -233,4 +249,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main()["results"]))
