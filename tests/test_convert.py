@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import json
 import shutil
 from pathlib import Path
@@ -218,6 +219,17 @@ def test_cli_convert_round_trip_and_one_line_errors(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an HF checkpoint directory" in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("direction", ["export", "import"])
+def test_convert_without_transformers_names_the_hf_extra(exported, tmp_path, capsys, monkeypatch, direction):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # "import transformers" now raises ImportError
+    source = exported["gpt2"]["ckpt"] if direction == "export" else exported["gpt2"]["hf"]
+    to = ["--to", "lmforge"] if direction == "import" else []
+    assert main(["convert", str(source), *to, "--out_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs transformers: pip install 'lmforge[hf]'" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_sentencepiece_tokenizer_export_is_refused_cleanly(tiny_run, tmp_path):

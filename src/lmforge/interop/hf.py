@@ -35,8 +35,7 @@ def _import_transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise ConfigError("HF interop needs the `transformers` package: pip install 'lmforge[test]' "
-                          "or pip install transformers") from None
+        raise ConfigError("Hugging Face conversion needs transformers: pip install 'lmforge[hf]'") from None
     return transformers
 
 
