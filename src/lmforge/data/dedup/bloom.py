@@ -2,8 +2,8 @@
 
 Keeping every 16-byte digest in a Python dict costs ~100 bytes per document; a Bloom filter of
 ``m = -n ln p / (ln 2)**2`` bits with ``k = (m / n) ln 2`` hash functions answers "seen
-before?" for ``n`` items with false-positive rate ``p`` (Bloom 1970; the sizing rule is in
-../shared/REFERENCE.md "Deduplication"). A false positive means a unique document is taken
+before?" for ``n`` items with false-positive rate ``p`` (Bloom 1970; the sizing rule minimises
+the false-positive rate for a given number of bits). A false positive means a unique document is taken
 for a duplicate, so ``p`` is the expected fraction of unique documents lost.
 """
 

@@ -1,4 +1,4 @@
-"""Near-duplicate removal with MinHash LSH, FineWeb's settings (../shared/REFERENCE.md "Deduplication").
+"""Near-duplicate removal with MinHash LSH, FineWeb's settings (Penedo et al. 2024, "The FineWeb Datasets").
 
 Per document (in the workers): normalise the text (NFKC, casefold, punctuation stripped,
 digits mapped to 0), split into words, hash every word 5-gram ("shingle"), and take the

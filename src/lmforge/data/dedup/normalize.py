@@ -2,8 +2,8 @@
 
 Two texts that differ only by Unicode form, case or spacing should hash alike, so every
 dedup step hashes ``normalize_text(...)`` instead of the raw text. FineWeb normalises before
-MinHash (lowercase, punctuation stripped, digits normalised; ../shared/REFERENCE.md,
-"Deduplication"); exact and line dedup use the same function with the options they expose.
+MinHash (lowercase, punctuation stripped, digits normalised; Penedo et al. 2024, "The
+FineWeb Datasets"); exact and line dedup use the same function with the options they expose.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ with probability equal to the Jaccard similarity of their shingle sets, so the f
 agreeing positions estimates it. LSH splits the signature into ``num_bands`` bands of
 ``rows_per_band`` rows; a pair is a candidate when any whole band agrees, which happens with
 probability ``1 - (1 - s**rows)**bands`` (FineWeb: 14 x 8 -> 0.05 at s=0.5, 0.57 at 0.7,
-0.92 at 0.8; ../shared/REFERENCE.md "Deduplication").
+0.92 at 0.8; Penedo et al. 2024, "The FineWeb Datasets").
 
 The product ``a * x`` needs up to 122 bits; numpy has no 128-bit integers, so it is computed
 exactly from 32-bit halves and reduced with the Mersenne identity ``2**61 = 1 (mod p)``.

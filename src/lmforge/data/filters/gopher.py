@@ -240,7 +240,7 @@ class GopherRepetition(DocStep):
       later occurrences,
       found greedily left to right, so its values are at most about half of these for text
       that repeats once.
-    - thresholds: dropped when value >= threshold (REFERENCE.md's reading of table A1);
+    - thresholds: dropped when value >= threshold (our reading of Rae et al. 2021, table A1);
       datatrove uses >.
 
     The net effect: on text that repeats itself this step measures higher fractions than

@@ -5,7 +5,7 @@ characters (``\\w+``: letters, digits, underscore) and a *symbol* is a maximal r
 else that is not whitespace (``[^\\w\\s]+``), so ``"Don't stop..."`` gives the words
 ``Don, t, stop`` and the symbols ``', ...``. It is language-agnostic for every script that
 separates words with spaces or punctuation, and ~50x faster than datatrove's spaCy tokenizer
-(REFERENCE.md, "Speed note"). Where the filters say "words" they mean these ``\\w+`` runs: the
+(`benchmarks/data_filters.py` measures the filters against datatrove's). Where the filters say "words" they mean these ``\\w+`` runs: the
 Gopher rules count "non-symbol words", which is exactly this set.
 
 ``text_stats(text)`` returns a ``TextStats`` whose quantities (lines, words, prefix sums of
