@@ -146,8 +146,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    from lmforge.models.blocks import packed_linear_mode
+
+    # FrozenLinear's kernel choice (auto: timed per weight shape) changes lmforge's figures
     machine = (f"device {device} ({device_name}), {torch.get_num_threads()} threads; "
-               f"torch {torch.__version__}, transformers {transformers.__version__}")
+               f"torch {torch.__version__}, transformers {transformers.__version__}; "
+               f"LMFORGE_PACKED_LINEAR={packed_linear_mode()}")
     print(machine, flush=True)
     results = [row for name in args.configs for row in bench_config(name, args, device)]
     # The ratio column only when some row did equal work; "-" for those that did not.
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['hf']['tokens_per_second']:>11,.0f}{ratio}{str(r['identical_tokens']):>13}")
     summary = {"benchmark": "generate_throughput", "device": str(device), "device_name": device_name,
                "cpu": cpu_name(), "num_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "transformers": transformers.__version__,
+               "transformers": transformers.__version__, "packed_linear": packed_linear_mode(),
                "equal_outputs": all(r["equal_outputs"] for r in results),
                "ratios": {f"{r['config']}@b{r['batch_size']}": r["speed_ratio_lmforge_over_hf"]
                           for r in results},  # null: unequal work

@@ -14,8 +14,9 @@ and lmforge's fused products packed for oneDNN (what generation runs): the first
 what fusing gains, the second what packing gains.
 
 Last, whole greedy generations (`lmforge.generate`, 32-token prompt, `--generate-tokens` new
-tokens) of llama/gpt2-quickstart with the packing on and off (off: `FrozenLinear` falls back to
-`F.linear` on the same fused weights), alternating, median of 6: what the packing is worth in
+tokens) of llama/gpt2-quickstart with the packing on and off for every weight
+(`LMFORGE_PACKED_LINEAR=on` / `off`, not the default per-weight timed choice; off: `FrozenLinear`
+runs `F.linear` on the same fused weights), alternating, median of 6: what the packing is worth in
 the loop the generation benchmark times. Prints the CPU and torch version, three tables, then
 one JSON line.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -92,19 +94,23 @@ def generation_ab(model_name: str, batch: int, new_tokens: int, repeats: int = 6
     model = build_model(load_config(ModelConfig, None, {"preset": model_name, "vocab_size": VOCAB,
                                                         "max_seq_len": max(256, 32 + new_tokens)})).eval()
     prompt = torch.randint(0, VOCAB, (1, 32), generator=torch.Generator().manual_seed(0)).expand(batch, -1)
-    available = blocks._packed_linear_available
+    mode = os.environ.get(blocks.PACKED_LINEAR_ENV)
     seconds: dict[bool, list[float]] = {True: [], False: []}
     tokens: dict[bool, torch.Tensor] = {}
     try:
         for repeat in range(repeats + 1):  # the first round warms up
             for packed in ((True, False) if repeat % 2 == 0 else (False, True)):
-                blocks._packed_linear_available = available if packed else (lambda: False)
+                # every weight packed, or none (not auto's per-weight choice)
+                os.environ[blocks.PACKED_LINEAR_ENV] = "on" if packed else "off"
                 start = time.perf_counter()
                 tokens[packed] = torch.stack(list(generate(model, prompt.contiguous(), new_tokens, temperature=0.0)), 1)
                 if repeat:
                     seconds[packed].append(time.perf_counter() - start)
     finally:
-        blocks._packed_linear_available = available
+        if mode is None:
+            os.environ.pop(blocks.PACKED_LINEAR_ENV, None)
+        else:
+            os.environ[blocks.PACKED_LINEAR_ENV] = mode
     rate = {k: batch * new_tokens / statistics.median(v) for k, v in seconds.items()}
     return {"model": model_name, "batch": batch, "threads": torch.get_num_threads(), "new_tokens": new_tokens,
             "packed_tokens_per_s": round(rate[True]), "f_linear_tokens_per_s": round(rate[False]),

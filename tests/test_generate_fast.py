@@ -8,12 +8,25 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.config import ModelConfig
+from lmforge.errors import ConfigError
 from lmforge.generate import generate, generate_seq2seq
 from lmforge.models import T5Model, blocks, build_model
 from lmforge.models.blocks import (Attention, FrozenLinear, SwiGLUMLP, _packed_linear_available, inference_weights,
                                    matmul_attention)
 
 FAMILIES = ["llama-tiny", "gpt2-tiny", "falcon-tiny", "mistral-tiny"]
+# LMFORGE_PACKED_LINEAR's values, and "unavailable": a torch without the oneDNN op (auto then)
+PACKING = ["auto", "on", "off", "unavailable"]
+
+
+def _packing(mode: str, monkeypatch) -> None:
+    """Set FrozenLinear's kernel choice for this test, with a fresh decision cache."""
+    monkeypatch.setattr(blocks, "_packed_choices", {})
+    if mode == "unavailable":
+        monkeypatch.setattr(blocks, "_packed_linear_available", lambda: False)
+        monkeypatch.delenv(blocks.PACKED_LINEAR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, mode)
 
 
 def _randomised(preset: str, seed: int = 0, **overrides) -> torch.nn.Module:
@@ -33,16 +46,22 @@ def _tokens(model: torch.nn.Module, prompt_BT: torch.Tensor, num_new: int, fast:
 
 @pytest.mark.parametrize("rows_hint", [1, 8])
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("onednn", [True, False])
-def test_frozen_linear_is_the_concatenated_linears(rows_hint, bias, onednn, monkeypatch):
-    if not onednn:  # a torch without the oneDNN op: fused weights, plain F.linear
-        monkeypatch.setattr(blocks, "_packed_linear_available", lambda: False)
+@pytest.mark.parametrize("packing", PACKING)
+def test_frozen_linear_is_the_concatenated_linears(rows_hint, bias, packing, monkeypatch):
+    _packing(packing, monkeypatch)
     torch.manual_seed(0)
     linears = [torch.nn.Linear(32, n, bias=bias) for n in (16, 8, 8)]
     frozen = FrozenLinear(linears, rows_hint)
-    # packed for oneDNN on CPU in fp32 when this torch has it; one weight copy either way
-    assert (frozen.packed is not None) == (onednn and _packed_linear_available())
-    assert (frozen.weight is None) == (frozen.packed is not None)
+    # on: packed for oneDNN whenever this torch has it; off / unavailable: never; auto: as timed
+    available = packing != "unavailable" and _packed_linear_available()
+    key = (32, 32, rows_hint, torch.get_num_threads(), torch.float32, bias)
+    if packing == "auto" and available:
+        assert list(blocks._packed_choices) == [key]
+        assert (frozen.packed is not None) == blocks._packed_choices[key]
+    else:
+        assert blocks._packed_choices == {}  # nothing timed
+        assert (frozen.packed is not None) == (packing == "on" and available)
+    assert (frozen.weight is None) == (frozen.packed is not None)  # one weight copy either way
     if frozen.weight is not None:
         assert frozen.weight.shape == (32, 32)
     x_BTD = torch.randn(3, 5, 32)
@@ -51,6 +70,81 @@ def test_frozen_linear_is_the_concatenated_linears(rows_hint, bias, onednn, monk
         got = frozen(x_BTD)
     assert got.shape == (3, 5, 32)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not _packed_linear_available(), reason="this torch has no oneDNN linear")
+@pytest.mark.parametrize("packed_wins", [True, False])
+def test_auto_keeps_the_kernel_the_timing_found_faster_and_times_each_key_once(packed_wins, monkeypatch):
+    _packing("auto", monkeypatch)
+    timed = []
+
+    def fake_timing(weight, packed, bias, rows):
+        timed.append((tuple(weight.shape), rows, bias is not None))
+        return packed_wins
+
+    monkeypatch.setattr(blocks, "_packed_is_faster", fake_timing)
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(32, 16, bias=False), torch.nn.Linear(32, 16, bias=False)
+    first = FrozenLinear([a], 4)
+    assert (first.packed is not None) == packed_wins and (first.weight is None) == packed_wins
+    # the same key (another layer of the same shape, or the next generation): no new timing
+    again = FrozenLinear([b], 4)
+    assert timed == [((16, 32), 4, False)] and (again.packed is not None) == packed_wins
+    # another row count, thread count, shape or bias is another key: timed once each
+    FrozenLinear([a], 8)
+    FrozenLinear([a, b], 4)
+    FrozenLinear([torch.nn.Linear(32, 16)], 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        FrozenLinear([a], 4)
+    finally:
+        torch.set_num_threads(threads)
+    assert timed == [((16, 32), 4, False), ((16, 32), 8, False), ((32, 32), 4, False), ((16, 32), 4, True),
+                     ((16, 32), 4, False)]
+    assert len(blocks._packed_choices) == 5
+    # on and off override the cached decision without timing
+    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, "on")
+    assert FrozenLinear([a], 4).packed is not None
+    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, "off")
+    assert FrozenLinear([a], 4).packed is None
+    assert len(timed) == 5
+
+
+@pytest.mark.skipif(not _packed_linear_available(), reason="this torch has no oneDNN linear")
+def test_auto_timing_leaves_the_random_stream_alone(monkeypatch):
+    _packing("auto", monkeypatch)
+    linear = torch.nn.Linear(64, 48)
+    torch.manual_seed(123)
+    FrozenLinear([linear], 2)
+    assert len(blocks._packed_choices) == 1  # it did time
+    drawn = torch.rand(4)
+    torch.manual_seed(123)
+    assert torch.equal(drawn, torch.rand(4))
+
+
+@pytest.mark.parametrize("packing", ["on", "auto"])
+def test_only_fp32_on_cpu_outside_autocast_is_packed(packing, monkeypatch):
+    _packing(packing, monkeypatch)
+    linear = torch.nn.Linear(32, 16).double()
+    assert FrozenLinear([linear], 2).packed is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert FrozenLinear([linear.float()], 2).packed is None
+    assert blocks._packed_choices == {}
+
+
+@pytest.mark.parametrize("value", ["ON", " off ", ""])
+def test_packed_linear_mode_reads_the_environment(value, monkeypatch):
+    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, value)
+    assert blocks.packed_linear_mode() == (value.strip().lower() or "auto")
+    monkeypatch.delenv(blocks.PACKED_LINEAR_ENV)
+    assert blocks.packed_linear_mode() == "auto"
+
+
+def test_an_unknown_packed_linear_mode_is_a_config_error(monkeypatch):
+    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, "yes")
+    with pytest.raises(ConfigError, match="LMFORGE_PACKED_LINEAR='yes' is not one of auto, on, off"):
+        FrozenLinear([torch.nn.Linear(8, 8)], 1)
 
 
 def test_inference_weights_leave_parameters_state_dict_and_gradients_alone():
@@ -74,7 +168,9 @@ def test_inference_weights_leave_parameters_state_dict_and_gradients_alone():
 
 @pytest.mark.parametrize("preset", FAMILIES)
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_fast_logits_match_plain_for_prefill_and_cached_steps(preset, batch_size):
+@pytest.mark.parametrize("packing", ["auto", "on", "off"])
+def test_fast_logits_match_plain_for_prefill_and_cached_steps(preset, batch_size, packing, monkeypatch):
+    _packing(packing, monkeypatch)
     # mistral-tiny with a 4-token window so the cached steps cross it (the masked path)
     model = _randomised(preset, **({"sliding_window": 4} if preset == "mistral-tiny" else {}))
     ids_BT = torch.randint(0, 256, (batch_size, 10))
@@ -90,10 +186,9 @@ def test_fast_logits_match_plain_for_prefill_and_cached_steps(preset, batch_size
 
 
 @pytest.mark.parametrize("preset", FAMILIES)
-@pytest.mark.parametrize("onednn", [True, False])
-def test_fast_generation_gives_the_plain_tokens(preset, onednn, monkeypatch):
-    if not onednn:
-        monkeypatch.setattr(blocks, "_packed_linear_available", lambda: False)
+@pytest.mark.parametrize("packing", PACKING)
+def test_fast_generation_gives_the_plain_tokens(preset, packing, monkeypatch):
+    _packing(packing, monkeypatch)
     model = _randomised(preset, **({"sliding_window": 8} if preset == "mistral-tiny" else {}))
     prompt_BT = torch.randint(0, 256, (4, 6))
     fast_BN = _tokens(model, prompt_BT, 24, fast=True)
@@ -103,7 +198,9 @@ def test_fast_generation_gives_the_plain_tokens(preset, onednn, monkeypatch):
     assert model.layers[0].attn.frozen is None  # dropped when the generator finished
 
 
-def test_fast_seq2seq_generation_gives_the_plain_tokens():
+@pytest.mark.parametrize("packing", ["auto", "on", "off"])
+def test_fast_seq2seq_generation_gives_the_plain_tokens(packing, monkeypatch):
+    _packing(packing, monkeypatch)
     torch.manual_seed(0)
     cfg = ModelConfig(preset="t5-tiny")
     for variant in (cfg, dataclasses.replace(cfg, feed_forward="gated-gelu", tie_embeddings=False)):

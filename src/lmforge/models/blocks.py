@@ -11,6 +11,8 @@ Shape legend (suffixes on tensor names):
 from __future__ import annotations
 
 import math
+import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Optional, Sequence
@@ -18,6 +20,8 @@ from typing import Callable, Iterator, Literal, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lmforge.errors import ConfigError
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos_T1K, signed_sin_T1K), see rope_tables
 Projection = Callable[[torch.Tensor], torch.Tensor]  # an nn.Linear or a FrozenLinear
@@ -90,23 +94,87 @@ def _packed_linear_available() -> bool:
             and hasattr(mkldnn_ops, "_reorder_linear_weight"))
 
 
+PACKED_LINEAR_ENV = "LMFORGE_PACKED_LINEAR"
+PACKED_LINEAR_MODES = ("auto", "on", "off")
+# auto's decisions for this process: (out_features, in_features, rows, threads, dtype, has bias)
+# -> whether oneDNN's packed product was the faster. Cleared only with the process (or by hand).
+_packed_choices: dict[tuple[int, int, int, int, torch.dtype, bool], bool] = {}
+_TIMING_WARMUP, _TIMING_CALLS = 3, 5  # calls per kernel; 1-2 ms per new weight shape (see FrozenLinear)
+
+
+def packed_linear_mode() -> str:
+    """`LMFORGE_PACKED_LINEAR` (auto, on or off; unset or empty: auto), read at each use."""
+    mode = os.environ.get(PACKED_LINEAR_ENV, "").strip().lower() or "auto"
+    if mode not in PACKED_LINEAR_MODES:
+        raise ConfigError(f"{PACKED_LINEAR_ENV}={os.environ[PACKED_LINEAR_ENV]!r} is not one of "
+                          f"{', '.join(PACKED_LINEAR_MODES)}: set it to one of them or unset it (auto)")
+    return mode
+
+
+def _packed_is_faster(weight: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor], rows: int) -> bool:
+    """Time `F.linear` and oneDNN's packed product on `rows` rows, alternating, a few calls
+    each after a warm-up; True when the packed product's fastest call beat F.linear's."""
+    # A constant input: no draw from torch's generator, so sampling after this is unchanged.
+    x = torch.full((rows, weight.shape[1]), 0.5, dtype=weight.dtype, device=weight.device)
+    kernels = (lambda: F.linear(x, weight, bias),
+               lambda: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], ""))
+    best = [math.inf, math.inf]
+    with torch.no_grad():
+        for call in range(_TIMING_WARMUP + _TIMING_CALLS):
+            for i, kernel in enumerate(kernels):
+                start = time.perf_counter()
+                kernel()
+                if call >= _TIMING_WARMUP:
+                    best[i] = min(best[i], time.perf_counter() - start)
+    return best[1] < best[0]
+
+
 class FrozenLinear:
     """y = x W^T + b with W and b read once, for inference: the weights of one or more
     `nn.Linear`s (same input) concatenated along the output (fused Q/K/V, fused gate/up), so
     one matrix product replaces several.
 
-    On CPU in fp32 (autocast off) the matrix is also reordered once into oneDNN's blocked
-    layout for `rows_hint` rows per call (the batch size when decoding) and multiplied by
-    oneDNN (the op torch.compile's CPU backend emits for frozen linears): MKL's sgemm, which
-    `F.linear` calls, is slow at few rows on the AMD dev box. Measured at 8 rows, 1 thread:
-    the 4096x256 head 176 against 313 us; llama-quickstart's 17 fused products of a decoding
-    step 1.7 against 3.2 ms for its 29 plain ones. At 1 row a lone small product is slower
-    (17 against 6 us) but whole batch-1 decoding steps were faster (2 threads: 2.4 against
-    3.0 ms; 1 thread: even). The result agrees with `F.linear` to rounding (another
-    summation order), not bit for bit.
+    On CPU in fp32 (autocast off) there are two kernels for the product, and which is faster
+    depends on the CPU, the shape, the rows per call and the threads:
 
-    A snapshot: later changes to the Linears' parameters are not seen. Costs one extra copy
-    of the weights it covers while it lives.
+    * `F.linear`, i.e. MKL's sgemm on the plain weight;
+    * oneDNN on a copy of the weight reordered once into its blocked layout for `rows_hint`
+      rows per call (the batch size when decoding; the op torch.compile's CPU backend emits
+      for frozen linears): `torch.ops.mkldnn._linear_pointwise`.
+
+    Measured (`benchmarks/packed_linear.py`):
+
+    * AMD EPYC (the dev box), where MKL's sgemm is slow at few rows (it does not take its
+      fast paths on AMD): at 8 rows, 1 thread, the 4096x256 head 176 (oneDNN) against 313 us
+      (F.linear); llama-quickstart's 17 fused products of a decoding step 1.7 against 3.2 ms
+      for its 29 plain ones. At 1 row a lone small product was slower packed (17 against
+      6 us) but whole batch-1 decoding steps were faster (2 threads: 2.4 against 3.0 ms; 1
+      thread: even).
+    * Intel Xeon (KVM, AVX-512/AMX; 2 threads), where MKL picks its AVX-512 kernels and
+      oneDNN's fixed cost of about 12 us per call dominates small products: whole greedy
+      generations with every weight packed ran at 0.67x (llama-quickstart, batch 1: 577
+      against 864 tok/s) and 0.78x (batch 8: 3,534 against 4,509) of F.linear's speed,
+      gpt2-quickstart 0.62x / 0.82x. Per product, F.linear won everywhere except the
+      4096x256 head at 4-16 rows (8 rows: 133 against 220 us).
+
+    So the choice is timed, not fixed: with `LMFORGE_PACKED_LINEAR=auto` (the default) the
+    first FrozenLinear of a shape times both kernels on its own weight at `rows_hint` rows
+    (3 warm-up and 5 timed calls each, alternating; the faster fastest call wins, F.linear on
+    a tie) and keeps only the winner's copy of the weight. The decision is cached for the
+    process, keyed by (out_features, in_features, rows, `torch.get_num_threads()`, dtype,
+    whether there is a bias), so identical layers and later generations reuse it (the
+    weight copy itself is built per generation). On the Intel machine (2 threads) the timing
+    cost 1-2 ms per new shape, mostly first-call set-up: 8 ms for llama-quickstart's 5
+    shapes, 4 ms for gpt2-quickstart's 4, once per process and batch size; it chose F.linear
+    for every product except the 4096x256 head at 8 rows.
+    `LMFORGE_PACKED_LINEAR=on` always packs (the old behaviour), `off` always runs F.linear
+    (both still fuse the weights); set one of them for runs that must pick the same kernels
+    on every machine and under any load, as auto's timing may choose differently. Read at
+    construction; an unknown value raises `ConfigError`.
+
+    The kernels agree to rounding (another summation order), not bit for bit. A snapshot:
+    later changes to the Linears' parameters are not seen. Costs one extra copy of the
+    weights it covers while it lives.
     """
 
     def __init__(self, linears: Sequence[nn.Linear], rows_hint: int):
@@ -115,12 +183,20 @@ class FrozenLinear:
         biases = [linear.bias for linear in linears]
         self.bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
         self.packed = None
-        if (weight.device.type == "cpu" and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                and _packed_linear_available()):
+        mode = packed_linear_mode()
+        if (mode != "off" and weight.device.type == "cpu" and weight.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and _packed_linear_available()):
             # Packed for at least 2 rows even when decoding one: oneDNN's one-row layout was
             # 11-17% slower over whole batch-1 generations (llama/gpt2-quickstart, 2 threads,
             # A/B alternating in one process: 454 against 505 and 559 against 653 tok/s).
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, max(rows_hint, 2))
+            key = (*weight.shape, rows_hint, torch.get_num_threads(), weight.dtype, self.bias is not None)
+            faster = True if mode == "on" else _packed_choices.get(key)
+            if faster is not False:  # not reordered when F.linear is known to win
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, max(rows_hint, 2))
+            if faster is None:
+                faster = _packed_choices[key] = _packed_is_faster(weight, self.packed, self.bias, rows_hint)
+                if not faster:
+                    self.packed = None
         self.weight = None if self.packed is not None else weight  # only one copy is kept
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
