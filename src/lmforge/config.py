@@ -245,8 +245,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast dtype (fp16 adds a grad scaler)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
     compile: bool = _f(False, "torch.compile the model")
-    fused_loss: bool = _f(True, "causal LM: compute the output head and the loss in row chunks, never holding "
-                                "all logits (same loss and gradients, less memory)")
+    fused_loss: bool = _f(True, "causal LM: compute the output head and the loss in row chunks of at most 2^26 "
+                                "logits (same loss and gradients; less memory once B*T*V exceeds one chunk)")
     keep_freed_memory: bool = _f(True, "on CPU: keep freed memory for the next step instead of returning it "
                                        "to the OS (glibc mallopt; 1.18x on a 135M model)")
     seed: int = _f(1337, "seed for init and data order")

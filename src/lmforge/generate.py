@@ -73,7 +73,7 @@ def _hold_finished(next_B: torch.Tensor, finished_B: torch.Tensor, eos_id: Optio
 
 
 def _fast_path(fast: Optional[bool], device: torch.device) -> bool:
-    """`fast` None means: on CPU (where the fused, oneDNN-packed weights were measured to pay;
+    """`fast` None means: on CPU (where the fused frozen weights were measured to pay;
     elsewhere their extra copy of the weights would cost accelerator memory unmeasured)."""
     return device.type == "cpu" if fast is None else fast
 

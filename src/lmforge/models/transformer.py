@@ -138,7 +138,7 @@ class Transformer(nn.Module):
     def forward(self, input_ids_BT: torch.Tensor, kv_cache: Optional[KVCache] = None, *,
                 targets_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
         """logits_BTV; with `targets_BT`, the mean next-token loss instead, computed with the head
-        in row chunks (`linear_cross_entropy`) so the B·T x V logits are never held. The loss
+        in row chunks (`linear_cross_entropy`: at most 2^26 logits held at a time). The loss
         goes through `forward` so that wrappers (DDP, torch.compile) see it."""
         h_BTD = self.hidden_states(input_ids_BT, kv_cache)
         if targets_BT is not None:

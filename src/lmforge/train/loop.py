@@ -50,7 +50,8 @@ def _check_budget(cfg: PretrainConfig) -> None:
 
 
 def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[str, Any]:
-    """Train a causal LM on token shards; returns the summary written to ``summary.json``.
+    """Pretrain on token shards with the model family's objective (causal LM, BERT's masked
+    LM or T5's span corruption: `tasks.task_for`); returns the summary written to ``summary.json``.
 
     ``on_step(step, record)`` is called after every optimiser step (tests use it to
     simulate a crash).
