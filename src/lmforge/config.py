@@ -250,11 +250,17 @@ class TrainConfig:
     keep_freed_memory: bool = _f(True, "on CPU: keep freed memory for the next step instead of returning it "
                                        "to the OS (glibc mallopt; 1.18x on a 135M model)")
     seed: int = _f(1337, "seed for init and data order")
+    on_nonfinite: Literal["stop", "skip", "rollback"] = _f(
+        "stop", "what a non-finite loss or gradient norm does: stop (one error line; the last "
+        "checkpoint stays the newest), skip (drop that step's update, counted as skipped_steps in "
+        "metrics.jsonl) or rollback (reload the last checkpoint and go on at a lower learning rate)")
+    rollback_lr_factor: float = _f(0.5, "rollback: multiply the learning rate by this at each rollback")
+    max_rollbacks: int = _f(3, "rollback: stop after this many rollbacks in one run")
 
 
 @dataclass
 class PretrainConfig:
-    """`lmforge pretrain`: causal-LM pretraining on token shards."""
+    """`lmforge pretrain`: pretraining on token shards (causal LM, masked LM or span corruption, by family)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
