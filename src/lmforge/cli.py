@@ -72,14 +72,15 @@ def _run_evaluate(cfg: C.EvaluateConfig) -> None:
 
 
 def _run_generate(cfg: C.GenerateConfig) -> None:
-    from lmforge.sample import sample_text
+    from lmforge.sample import TextSampler, sample_text
 
+    sampler = TextSampler(cfg.checkpoint, cfg.device)  # a bad checkpoint fails before any output
     for index in range(cfg.num_samples):
         if cfg.num_samples > 1:
             print(f"--- sample {index + 1}")
         sys.stdout.write(cfg.prompt)
         sys.stdout.flush()
-        for piece in sample_text(cfg, sample_index=index):
+        for piece in sample_text(cfg, sample_index=index, sampler=sampler):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")

@@ -12,25 +12,240 @@ source for the YAML schema, the CLI and the docs (litgpt's habit).
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 
 from lmforge.errors import ConfigError
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help string (mutable defaults are copied per instance)."""
+def _f(default: Any, help: str, check: Optional["Check"] = None, **kw: Any) -> Any:
+    """A dataclass field with a help string and, optionally, a range check (``check``) that
+    ``_build`` applies after type coercion (mutable defaults are copied per instance)."""
+    metadata = {"help": help, "check": check}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 option = _f  # public name for step option dataclasses outside this file
+
+
+# --------------------------------------------------------------------------- range checks
+#
+# Each field that needs more than its type declares a ``Check`` in its ``_f(...)``. A check's
+# test is a small pure function of the coerced value: True (allowed), False (refused) or a
+# string (refused, with that reason). The error and ``--help`` say what is allowed, worded for
+# the field's type. A float field without a check of its own still gets ``finite``: no NaN or
+# infinity reaches any code. Checks that need two fields are a ``validate(self, prefix)``
+# method of the dataclass, which ``_build`` calls once the fields are checked.
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named range check: ``test(value)`` gives True, False or a reason for refusing;
+    ``allowed`` maps a field type (int, float, str) to what the messages say is allowed."""
+
+    name: str
+    test: Callable[[Any], Union[bool, str]]
+    allowed: dict[type, str]
+
+    def describe(self, tp: Any) -> str:
+        """What is allowed, for a field of type ``tp`` (Optional and list unwrapped)."""
+        base = _base_type(tp)
+        return self.allowed.get(base) or next(iter(self.allowed.values()))
+
+    def problem(self, value: Any, tp: Any) -> Optional[str]:
+        """None if ``value`` passes, else ``expected ..., got ...`` (with the reason, if any)."""
+        verdict = self.test(value)
+        if verdict is True:
+            return None
+        reason = f" ({verdict})" if isinstance(verdict, str) and verdict else ""
+        return f"expected {self.describe(tp)}, got {_shown(value)}{reason}"
+
+
+def _shown(value: Any) -> str:
+    """A value as errors show it: repr, but ``nan``/``inf`` for floats (as the user typed them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return repr(value)
+
+
+def _base_type(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0]) if len(args) == 1 else tp
+    if origin in (list, typing.List):
+        return _base_type(typing.get_args(tp)[0])
+    return tp
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: int) -> Check:
+    """An integer >= ``low`` (a number >= ``low`` for a float field)."""
+    return Check(f"at_least({low})", lambda v: _number(v) and v >= low,
+                 {int: f"an integer >= {low}", float: f"a finite number >= {low}"})
+
+
+def at_most(high: int) -> Check:
+    """A non-negative integer <= ``high``."""
+    return Check(f"at_most({high})", lambda v: _number(v) and 0 <= v <= high,
+                 {int: f"an integer from 0 to {high}"})
+
+
+def zero_or_at_least(low: int) -> Check:
+    """0 (off) or an integer >= ``low``."""
+    return Check(f"zero_or_at_least({low})", lambda v: _number(v) and (v == 0 or v >= low),
+                 {int: f"0 (off) or an integer >= {low}"})
+
+
+def interval(low: float, high: float, closed: str) -> Check:
+    """A finite number between ``low`` and ``high``; ``closed`` is the bracket pair, e.g. ``[)``."""
+    left, right = closed
+
+    def test(v: Any) -> bool:
+        return (_number(v) and (v >= low if left == "[" else v > low)
+                and (v <= high if right == "]" else v < high))
+    text = f"a number in {left}{low:g}, {high:g}{right}"
+    return Check(f"interval{left}{low:g},{high:g}{right}", test, {float: text, int: text})
+
+
+finite = Check("finite", _number, {float: "a finite number", int: "an integer"})
+positive = Check("positive", lambda v: _number(v) and v > 0,
+                 {int: "an integer >= 1", float: "a positive finite number"})
+non_negative = Check("non_negative", lambda v: _number(v) and v >= 0,
+                     {int: "an integer >= 0", float: "a finite number >= 0"})
+unit_interval = interval(0.0, 1.0, "[]")  # fractions that may be all or nothing
+below_one = interval(0.0, 1.0, "[)")  # held-out fractions, dropout, Adam betas, momentum
+open_unit = interval(0.0, 1.0, "()")  # a factor that must shrink and not vanish
+probability_mass = interval(0.0, 1.0, "(]")  # top_p
+# Seeds: numpy's default_rng and torch.manual_seed both take any integer in [0, 2**63).
+random_seed = at_most(2**63 - 1)
+
+
+def _single_line(value: Any) -> Union[bool, str]:
+    return not any(c in value for c in "\r\n\x00") or "a line break or NUL in it"
+
+
+single_line = Check("single_line", _single_line, {str: "one line of text"})
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest ancestor of ``path`` (itself included) that exists (lstat: a dangling link counts)."""
+    for candidate in (path, *path.parents):
+        try:
+            candidate.lstat()
+            return candidate
+        except FileNotFoundError:
+            continue
+    return Path(".")
+
+
+def _kind_of(path: Path) -> str:
+    """'a directory', 'a file', 'a FIFO', ... for an existing path (links followed)."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a file"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file or directory"
+
+
+def _output_path(value: str, want_dir: bool) -> Union[bool, str]:
+    """Whether a directory (``want_dir``) or file can be written at ``value``: it is one already,
+    or it is missing and its nearest existing ancestor is a directory we may write in."""
+    if value == "":
+        return True  # the verb's own default (or its own "required" error)
+    if "\x00" in value:
+        return "it has a NUL byte"
+    path = Path(value).expanduser()
+    try:
+        if path.exists():
+            kind = _kind_of(path)
+            if want_dir:
+                return kind == "a directory" or f"it is {kind}"
+            return kind == "a file" or f"it is {kind}"
+        parent = _existing_parent(path)
+        if path.is_symlink():
+            return "it is a dangling symbolic link"
+        if not parent.is_dir():
+            return f"'{parent}' in its path is {_kind_of(parent) if parent.exists() else 'a dangling link'}"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"'{parent}' in its path is not writable"
+    except OSError as err:  # a name too long, a loop of links, ...
+        return err.strerror or str(err)
+    return True
+
+
+writable_dir = Check("writable_dir", lambda v: _output_path(v, want_dir=True),
+                {str: "a directory, or a path where one can be created"})
+writable_file = Check("writable_file", lambda v: _output_path(v, want_dir=False),
+                 {str: "a file, or a path where one can be created"})
+path_text = Check("path_text", lambda v: "\x00" not in v or "it has a NUL byte", {str: "a path"})
+
+
+def available_devices() -> list[str]:
+    """The device names this machine can run on: auto, cpu, and cuda/cuda:N/mps when present.
+    Imports torch only when asked about a device other than auto or cpu."""
+    import torch
+
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _device(value: str) -> Union[bool, str]:
+    if value in ("auto", "cpu"):
+        return True
+    if not re.fullmatch(r"cuda(:[0-9]+)?|mps", value):
+        return "not a device name; this machine has " + ", ".join(available_devices())
+    available = available_devices()
+    return value in available or "this machine has only " + ", ".join(available)
+
+
+device_name = Check("device_name", _device, {str: "auto, cpu, cuda, cuda:N or mps"})
+
+
+def physical_memory() -> Optional[int]:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return size if size > 0 else None
+
+
+def check_fits_in_memory(key: str, what: str, num_bytes: float, hint: str) -> None:
+    """ConfigError naming ``key`` when ``num_bytes`` exceed this machine's physical memory."""
+    memory = physical_memory()
+    if memory is not None and num_bytes > memory:
+        raise ConfigError(f"config key '{key}': {what} need about {_human_bytes(num_bytes)}, more than this "
+                          f"machine's {_human_bytes(memory)} of memory: {hint}")
+
+
+def _human_bytes(num_bytes: float) -> str:
+    for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB")):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:,.1f} {unit}" if num_bytes < 2**40 * 1e6 else f"{num_bytes / 2**40:.2g} TiB"
+    return f"{num_bytes:,.0f} bytes"
 
 
 # --------------------------------------------------------------------------- data
@@ -41,16 +256,16 @@ class CrawlConfig:
     """A polite web crawl (source kind ``crawl``): robots.txt, per-host rate limit, retries."""
 
     start_urls: list[str] = _f([], "URLs the crawl starts from")
-    max_pages: int = _f(100, "stop after fetching this many pages")
-    max_depth: int = _f(2, "follow links at most this many hops from a start URL")
+    max_pages: int = _f(100, "stop after fetching this many pages", check=positive)
+    max_depth: int = _f(2, "follow links at most this many hops from a start URL", check=non_negative)
     same_domain: bool = _f(True, "only follow links to the start URLs' hosts")
-    delay_seconds: float = _f(1.0, "minimum seconds between two requests to the same host")
-    retries: int = _f(3, "retries of a failed request (connection error, 429, 5xx)")
-    backoff_seconds: float = _f(1.0, "first retry waits this long, doubling each retry")
-    timeout_seconds: float = _f(10.0, "per-request timeout")
+    delay_seconds: float = _f(1.0, "minimum seconds between two requests to the same host", check=non_negative)
+    retries: int = _f(3, "retries of a failed request (connection error, 429, 5xx)", check=non_negative)
+    backoff_seconds: float = _f(1.0, "first retry waits this long, doubling each retry", check=non_negative)
+    timeout_seconds: float = _f(10.0, "per-request timeout", check=positive)
     user_agent: str = _f("lmforge-crawler/0.1 (+https://github.com/lmforge/lmforge)",
-                         "User-Agent header; robots.txt rules for it are obeyed")
-    max_bytes: int = _f(5_000_000, "skip (count) a response larger than this")
+                         "User-Agent header; robots.txt rules for it are obeyed", check=single_line)
+    max_bytes: int = _f(5_000_000, "skip (count) a response larger than this", check=positive)
 
 
 @dataclass
@@ -65,11 +280,11 @@ class SourceConfig:
         "extracted); warc: WARC archives (.warc, .warc.gz); wikipedia: a MediaWiki XML dump (.xml, "
         ".bz2, .gz), wikitext reduced to plain text; pdf: the text layer of PDF files; epub: EPUB books; "
         "crawl: a polite web crawl (see crawl.*)")
-    paths: list[str] = _f([], "files, directories or glob patterns (not used by stdlib or crawl)")
+    paths: list[str] = _f([], "files, directories or glob patterns (not used by stdlib or crawl)", check=path_text)
     text_field: str = _f("text", "JSONL/Parquet field or CSV column that holds the document text")
     on_error: Literal["raise", "skip"] = _f(
         "raise", "raise: stop at the first bad document; skip: count and record it, go on")
-    max_documents: int = _f(0, "stop after this many documents (0 = all)")
+    max_documents: int = _f(0, "stop after this many documents (0 = all)", check=non_negative)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
 
 
@@ -78,19 +293,20 @@ class PrepareConfig:
     """`lmforge prepare`: read a source, split it into train/val documents (JSONL)."""
 
     source: SourceConfig = field(default_factory=SourceConfig)
-    out_dir: str = _f("runs/quickstart/documents", "where train.jsonl, val.jsonl and stats.json go")
-    val_fraction: float = _f(0.05, "fraction of files (documents) held out for validation")
-    split_seed: int = _f(0, "seed of the deterministic train/val split (by file)")
+    out_dir: str = _f("runs/quickstart/documents", "where train.jsonl, val.jsonl and stats.json go", check=writable_dir)
+    val_fraction: float = _f(0.05, "fraction of files (documents) held out for validation", check=below_one)
+    split_seed: int = _f(0, "seed of the deterministic train/val split (by file)", check=random_seed)
 
 
 @dataclass
 class DataOutputConfig:
     """Where `lmforge data run` writes kept documents (ready for `lmforge prepare`)."""
 
-    dir: str = _f("runs/data", "output directory: shards, stats.json, rejects and markers go here")
+    dir: str = _f("runs/data", "output directory: shards, stats.json, rejects and markers go here", check=writable_dir)
     format: Literal["jsonl", "parquet"] = _f("jsonl", "format of the output shards")
-    val_fraction: float = _f(0.01, "fraction of kept documents written to the val split (by content hash)")
-    split_seed: int = _f(0, "seed of the deterministic train/val split")
+    val_fraction: float = _f(0.01, "fraction of kept documents written to the val split (by content hash)",
+                             check=below_one)
+    split_seed: int = _f(0, "seed of the deterministic train/val split", check=random_seed)
     write_rejects: bool = _f(True, "write dropped documents with their step and reason to rejects/")
 
 
@@ -104,7 +320,7 @@ class DataRunConfig:
     output: DataOutputConfig = field(default_factory=DataOutputConfig)
     executor: Literal["local", "ray"] = _f("local", "local: a process pool on this machine; "
                                                     "ray: tasks on a Ray cluster (pip install lmforge[ray])")
-    workers: int = _f(0, "parallel shard workers (0 = one per CPU core)")
+    workers: int = _f(0, "parallel shard workers (0 = one per CPU core)", check=non_negative)
     ray_address: str = _f("", "Ray cluster address ('' starts a local Ray instance)")
 
 
@@ -112,27 +328,27 @@ class DataRunConfig:
 class DataReportConfig:
     """`lmforge data report DIR`: what each step removed, and a plot of the distributions."""
 
-    dir: str = _f("runs/data", "the output directory of `lmforge data run`")
-    plot: str = _f("", "PNG to write (default: DIR/report.png)")
+    dir: str = _f("runs/data", "the output directory of `lmforge data run`", check=path_text)
+    plot: str = _f("", "PNG to write (default: DIR/report.png)", check=writable_file)
 
 
 @dataclass
 class ClassifierTrainConfig:
     """`lmforge data train-classifier`: a hashed n-gram logistic regression on labelled JSONL."""
 
-    data: str = _f("", "JSONL file of labelled examples")
+    data: str = _f("", "JSONL file of labelled examples", check=path_text)
     text_field: str = _f("text", "field holding the text")
     label_field: str = _f("label", "field holding the label: 1/true = flag (drop), 0/false = keep")
-    out: str = _f("runs/classifier/model.npz", "where the trained classifier is written")
-    val_fraction: float = _f(0.2, "held-out fraction for the precision/recall report")
-    num_buckets: int = _f(1 << 20, "hashed feature space size")
-    word_ngrams: int = _f(2, "word n-grams 1..N are features")
-    char_ngrams: int = _f(0, "character n-grams 3..N are features (0 = off)")
-    epochs: int = _f(10, "passes over the training split")
-    lr: float = _f(0.5, "learning rate of the SGD/Adagrad updates")
-    l2: float = _f(1e-6, "L2 weight decay")
-    threshold: float = _f(0.5, "probability at or above which a text is flagged")
-    seed: int = _f(0, "seed of the split and the shuffling")
+    out: str = _f("runs/classifier/model.npz", "where the trained classifier is written", check=writable_file)
+    val_fraction: float = _f(0.2, "held-out fraction for the precision/recall report", check=open_unit)
+    num_buckets: int = _f(1 << 20, "hashed feature space size", check=positive)
+    word_ngrams: int = _f(2, "word n-grams 1..N are features", check=positive)
+    char_ngrams: int = _f(0, "character n-grams 3..N are features (0 = off)", check=zero_or_at_least(3))
+    epochs: int = _f(10, "passes over the training split", check=positive)
+    lr: float = _f(0.5, "learning rate of the SGD/Adagrad updates", check=positive)
+    l2: float = _f(1e-6, "L2 weight decay", check=non_negative)
+    threshold: float = _f(0.5, "probability at or above which a text is flagged", check=unit_interval)
+    seed: int = _f(0, "seed of the split and the shuffling", check=random_seed)
 
 
 @dataclass
@@ -142,11 +358,11 @@ class TokenizerConfig:
     kind: Literal["byte_bpe", "wordpiece", "word", "sp_unigram", "sp_bpe", "char"] = _f(
         "byte_bpe", "algorithm: byte-level BPE, WordPiece, word-level (HF tokenizers), "
         "SentencePiece Unigram/BPE, or character-level")
-    input: str = _f("runs/quickstart/documents/train.jsonl", "JSONL documents to train on")
-    out_dir: str = _f("runs/quickstart/tokenizer", "directory the tokenizer is saved to")
-    vocab_size: int = _f(4096, "vocabulary size including special tokens")
-    min_frequency: int = _f(2, "minimum pair/word frequency (BPE, WordPiece, word)")
-    max_train_bytes: int = _f(200_000_000, "sample at most this many bytes of text to train on")
+    input: str = _f("runs/quickstart/documents/train.jsonl", "JSONL documents to train on", check=path_text)
+    out_dir: str = _f("runs/quickstart/tokenizer", "directory the tokenizer is saved to", check=writable_dir)
+    vocab_size: int = _f(4096, "vocabulary size including special tokens", check=positive)
+    min_frequency: int = _f(2, "minimum pair/word frequency (BPE, WordPiece, word)", check=non_negative)
+    max_train_bytes: int = _f(200_000_000, "sample at most this many bytes of text to train on", check=positive)
     lowercase: bool = _f(False, "lowercase text before tokenizing (WordPiece/word)")
 
 
@@ -154,10 +370,11 @@ class TokenizerConfig:
 class EncodeConfig:
     """`lmforge encode`: tokenize prepared documents into token shards (.bin + .idx)."""
 
-    documents_dir: str = _f("runs/quickstart/documents", "directory with train.jsonl and val.jsonl")
-    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer to encode with")
-    out_dir: str = _f("runs/quickstart/shards", "where train.bin/.idx, val.bin/.idx and meta.json go")
-    num_workers: int = _f(2, "tokenizer processes")
+    documents_dir: str = _f("runs/quickstart/documents", "directory with train.jsonl and val.jsonl", check=path_text)
+    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer to encode with", check=path_text)
+    out_dir: str = _f("runs/quickstart/shards", "where train.bin/.idx, val.bin/.idx and meta.json go",
+                      check=writable_dir)
+    num_workers: int = _f(2, "tokenizer processes", check=positive)
     append_eos: bool = _f(True, "end every document with the eos token")
 
 
@@ -175,28 +392,33 @@ class ModelConfig:
         "parallel attention/MLP, LayerNorm, GELU; bert: bidirectional post-norm encoder with learned "
         "positions and token types, trained by masked LM; t5: pre-norm encoder-decoder with relative "
         "position bias and RMS norms, trained by span corruption")
-    vocab_size: int = _f(0, "0 = take it from the tokenizer")
-    max_seq_len: int = _f(256, "longest context the model supports")
-    dim: int = _f(256, "residual stream width")
-    num_layers: int = _f(4, "transformer blocks")
-    num_heads: int = _f(4, "query heads")
-    num_kv_heads: int = _f(0, "key/value heads (0 = num_heads, i.e. multi-head attention)")
-    hidden_dim: int = _f(0, "MLP width (0 = 4*dim for GELU, 8/3*dim rounded to multiple_of for SwiGLU)")
-    multiple_of: int = _f(64, "round the SwiGLU hidden width up to a multiple of this")
-    norm_eps: float = _f(1e-5, "epsilon of LayerNorm/RMSNorm")
-    rope_theta: float = _f(10000.0, "RoPE base frequency")
+    vocab_size: int = _f(0, "0 = take it from the tokenizer", check=non_negative)
+    max_seq_len: int = _f(256, "longest context the model supports", check=positive)
+    dim: int = _f(256, "residual stream width", check=positive)
+    num_layers: int = _f(4, "transformer blocks", check=positive)
+    num_heads: int = _f(4, "query heads", check=positive)
+    num_kv_heads: int = _f(0, "key/value heads (0 = num_heads, i.e. multi-head attention)", check=non_negative)
+    hidden_dim: int = _f(0, "MLP width (0 = 4*dim for GELU, 8/3*dim rounded to multiple_of for SwiGLU)",
+                         check=non_negative)
+    multiple_of: int = _f(64, "round the SwiGLU hidden width up to a multiple of this", check=positive)
+    norm_eps: float = _f(1e-5, "epsilon of LayerNorm/RMSNorm", check=positive)
+    rope_theta: float = _f(10000.0, "RoPE base frequency", check=positive)
     sliding_window: int = _f(0, "each query attends to itself and the sliding_window-1 keys before it "
-                             "(Mistral); 0 = full causal attention")
+                             "(Mistral); 0 = full causal attention", check=non_negative)
     tie_embeddings: bool = _f(True, "share the input embedding and output projection")
     bias: bool = _f(False, "biases in linear layers and LayerNorm (GPT-2 uses them)")
-    dropout: float = _f(0.0, "dropout on attention and residual branches")
-    init_std: float = _f(0.02, "std of the normal init; residual projections scaled by 1/sqrt(2*num_layers)")
-    type_vocab_size: int = _f(0, "bert: token-type (segment) embeddings, 2 in BERT (0 = none)")
-    num_labels: int = _f(0, "bert: classes of the sequence/token classification head (0 = no such head)")
-    num_decoder_layers: int = _f(0, "t5: decoder blocks (0 = num_layers)")
-    head_dim: int = _f(0, "t5: width of each attention head (0 = dim / num_heads; T5 v1.1 sizes differ)")
-    relative_attention_num_buckets: int = _f(32, "t5: relative position buckets of the attention bias")
-    relative_attention_max_distance: int = _f(128, "t5: distances from this on share the last bucket")
+    dropout: float = _f(0.0, "dropout on attention and residual branches", check=below_one)
+    init_std: float = _f(0.02, "std of the normal init; residual projections scaled by 1/sqrt(2*num_layers)",
+                         check=positive)
+    type_vocab_size: int = _f(0, "bert: token-type (segment) embeddings, 2 in BERT (0 = none)", check=non_negative)
+    num_labels: int = _f(0, "bert: classes of the sequence/token classification head (0 = no such head)",
+                         check=non_negative)
+    num_decoder_layers: int = _f(0, "t5: decoder blocks (0 = num_layers)", check=non_negative)
+    head_dim: int = _f(0, "t5: width of each attention head (0 = dim / num_heads; T5 v1.1 sizes differ)",
+                       check=non_negative)
+    relative_attention_num_buckets: int = _f(32, "t5: relative position buckets of the attention bias",
+                                             check=positive)
+    relative_attention_max_distance: int = _f(128, "t5: distances from this on share the last bucket", check=positive)
     feed_forward: Literal["relu", "gated-gelu"] = _f(
         "relu", "t5: MLP kind, relu (T5 v1.0) or gated-gelu (T5 v1.1, GEGLU with the tanh GELU)")
 
@@ -209,53 +431,56 @@ class OptimConfig:
     """Optimiser and learning-rate schedule."""
 
     name: Literal["sgd", "adam", "adamw", "lamb"] = _f("adamw", "optimiser")
-    lr: float = _f(1e-3, "peak learning rate")
-    weight_decay: float = _f(0.1, "decoupled weight decay (not applied to norms, biases, embeddings)")
-    beta1: float = _f(0.9, "Adam/LAMB beta1")
-    beta2: float = _f(0.95, "Adam/LAMB beta2")
-    eps: float = _f(1e-8, "Adam/LAMB epsilon")
-    momentum: float = _f(0.9, "SGD momentum")
+    lr: float = _f(1e-3, "peak learning rate", check=positive)
+    weight_decay: float = _f(0.1, "decoupled weight decay (not applied to norms, biases, embeddings)",
+                             check=non_negative)
+    beta1: float = _f(0.9, "Adam/LAMB beta1", check=below_one)
+    beta2: float = _f(0.95, "Adam/LAMB beta2", check=below_one)
+    eps: float = _f(1e-8, "Adam/LAMB epsilon", check=positive)
+    momentum: float = _f(0.9, "SGD momentum", check=below_one)
     schedule: Literal["constant", "linear", "cosine", "wsd"] = _f(
         "cosine", "learning-rate schedule after warmup (wsd = warmup-stable-decay)")
-    warmup_steps: int = _f(100, "linear warmup steps from 0 to lr")
-    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr (linear, cosine, wsd)")
-    decay_fraction: float = _f(0.2, "wsd: fraction of steps spent in the final decay")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
+    warmup_steps: int = _f(100, "linear warmup steps from 0 to lr", check=non_negative)
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of lr (linear, cosine, wsd)",
+                             check=unit_interval)
+    decay_fraction: float = _f(0.2, "wsd: fraction of steps spent in the final decay", check=unit_interval)
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", check=non_negative)
 
 
 @dataclass
 class TrainConfig:
     """The training loop: batch, budget, precision, evaluation and checkpoints."""
 
-    shards_dir: str = _f("runs/quickstart/shards", "token shards from `lmforge encode`")
-    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer saved into every checkpoint")
-    run_dir: str = _f("runs/quickstart", "where checkpoints, metrics.jsonl and config.yaml go")
-    seq_len: int = _f(256, "tokens per training sequence")
-    batch_size: int = _f(16, "sequences per micro-batch (per process)")
-    grad_accum: int = _f(1, "micro-batches per optimiser step")
-    max_steps: int = _f(1000, "stop after this many optimiser steps (0 = no limit)")
-    max_tokens: int = _f(0, "stop after this many training tokens (0 = no limit)")
-    max_seconds: float = _f(0.0, "stop after this much wall-clock training time (0 = no limit)")
-    eval_interval: int = _f(200, "evaluate on the val split every N steps (0 = only at the end)")
-    eval_batches: int = _f(20, "micro-batches per periodic evaluation")
-    log_interval: int = _f(10, "log every N steps")
-    checkpoint_interval: int = _f(0, "save a checkpoint every N steps (0 = only at the end)")
-    keep_last: int = _f(2, "keep this many most recent checkpoints")
+    shards_dir: str = _f("runs/quickstart/shards", "token shards from `lmforge encode`", check=path_text)
+    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer saved into every checkpoint", check=path_text)
+    run_dir: str = _f("runs/quickstart", "where checkpoints, metrics.jsonl and config.yaml go", check=writable_dir)
+    seq_len: int = _f(256, "tokens per training sequence", check=positive)
+    batch_size: int = _f(16, "sequences per micro-batch (per process)", check=positive)
+    grad_accum: int = _f(1, "micro-batches per optimiser step", check=positive)
+    max_steps: int = _f(1000, "stop after this many optimiser steps (0 = no limit)", check=non_negative)
+    max_tokens: int = _f(0, "stop after this many training tokens (0 = no limit)", check=non_negative)
+    max_seconds: float = _f(0.0, "stop after this much wall-clock training time (0 = no limit)", check=non_negative)
+    eval_interval: int = _f(200, "evaluate on the val split every N steps (0 = only at the end)", check=non_negative)
+    eval_batches: int = _f(20, "micro-batches per periodic evaluation", check=positive)
+    log_interval: int = _f(10, "log every N steps", check=positive)
+    checkpoint_interval: int = _f(0, "save a checkpoint every N steps (0 = only at the end)", check=non_negative)
+    keep_last: int = _f(2, "keep this many most recent checkpoints", check=non_negative)
     resume: bool = _f(True, "resume from the newest checkpoint in run_dir if there is one")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast dtype (fp16 adds a grad scaler)")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...", check=device_name)
     compile: bool = _f(False, "torch.compile the model")
     fused_loss: bool = _f(True, "causal LM: compute the output head and the loss in row chunks of at most 2^26 "
                                 "logits (same loss and gradients; less memory once B*T*V exceeds one chunk)")
     keep_freed_memory: bool = _f(True, "on CPU: keep freed memory for the next step instead of returning it "
                                        "to the OS (glibc mallopt; 1.18x on a 135M model)")
-    seed: int = _f(1337, "seed for init and data order")
+    seed: int = _f(1337, "seed for init and data order", check=random_seed)
     on_nonfinite: Literal["stop", "skip", "rollback"] = _f(
         "stop", "what a non-finite loss or gradient norm does: stop (one error line; the last "
         "checkpoint stays the newest), skip (drop that step's update, counted as skipped_steps in "
         "metrics.jsonl) or rollback (reload the last checkpoint and go on at a lower learning rate)")
-    rollback_lr_factor: float = _f(0.5, "rollback: multiply the learning rate by this at each rollback")
-    max_rollbacks: int = _f(3, "rollback: stop after this many rollbacks in one run")
+    rollback_lr_factor: float = _f(0.5, "rollback: multiply the learning rate by this at each rollback",
+                                   check=open_unit)
+    max_rollbacks: int = _f(3, "rollback: stop after this many rollbacks in one run", check=non_negative)
 
 
 @dataclass
@@ -271,30 +496,31 @@ class PretrainConfig:
 class EvaluateConfig:
     """`lmforge evaluate CKPT`: loss, perplexity and bits per byte."""
 
-    checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)")
-    data: str = _f("", "token shards directory (uses its val split) or a text/JSONL file")
+    checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)", check=path_text)
+    data: str = _f("", "token shards directory (uses its val split) or a text/JSONL file", check=path_text)
     split: str = _f("val", "which split of a shards directory")
-    seq_len: int = _f(0, "window length (0 = the model's max_seq_len)")
-    batch_size: int = _f(8, "windows per batch")
-    max_tokens: int = _f(0, "evaluate at most this many tokens (0 = all)")
-    device: str = _f("auto", "auto, cpu, cuda, ...")
+    seq_len: int = _f(0, "window length (0 = the model's max_seq_len)", check=non_negative)
+    batch_size: int = _f(8, "windows per batch", check=positive)
+    max_tokens: int = _f(0, "evaluate at most this many tokens (0 = all)", check=non_negative)
+    device: str = _f("auto", "auto, cpu, cuda, ...", check=device_name)
 
 
 @dataclass
 class GenerateConfig:
     """`lmforge generate CKPT --prompt ...`: sample text with a KV cache."""
 
-    checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)")
+    checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)", check=path_text)
     prompt: str = _f("", "text to continue")
-    max_new_tokens: int = _f(128, "tokens to generate")
-    temperature: float = _f(0.8, "softmax temperature (0 = greedy)")
-    top_k: int = _f(0, "keep the k most likely tokens (0 = off)")
-    top_p: float = _f(1.0, "nucleus sampling: keep the smallest set with this much probability")
-    repetition_penalty: float = _f(1.0, "divide positive logits of seen tokens by this (CTRL)")
+    max_new_tokens: int = _f(128, "tokens to generate", check=positive)
+    temperature: float = _f(0.8, "softmax temperature (0 = greedy)", check=non_negative)
+    top_k: int = _f(0, "keep the k most likely tokens (0 = off)", check=non_negative)
+    top_p: float = _f(1.0, "nucleus sampling: keep the smallest set with this much probability",
+                      check=probability_mass)
+    repetition_penalty: float = _f(1.0, "divide positive logits of seen tokens by this (CTRL)", check=positive)
     stop: list[str] = _f([], "stop when any of these strings appears in the output")
-    num_samples: int = _f(1, "independent samples")
-    seed: int = _f(0, "sampling seed")
-    device: str = _f("auto", "auto, cpu, cuda, ...")
+    num_samples: int = _f(1, "independent samples", check=positive)
+    seed: int = _f(0, "sampling seed", check=random_seed)
+    device: str = _f("auto", "auto, cpu, cuda, ...", check=device_name)
 
 
 @dataclass
@@ -308,25 +534,25 @@ class ConvertConfig:
     to: Literal["hf", "lmforge"] = _f(
         "hf", "hf: export an lmforge checkpoint (or a run directory's newest) to an HF-format directory; "
               "lmforge: import an HF-format directory (config.json + safetensors) as an lmforge checkpoint")
-    source: str = _f("", "the checkpoint (to hf) or HF model directory (to lmforge) to convert")
-    out_dir: str = _f("", "directory to write; must not exist or be empty unless overwrite is set")
+    source: str = _f("", "the checkpoint (to hf) or HF model directory (to lmforge) to convert", check=path_text)
+    out_dir: str = _f("", "directory to write; must not exist or be empty unless overwrite is set", check=writable_dir)
     overwrite: bool = _f(False, "replace a non-empty out_dir")
     tokenizer_dir: str = _f("", "to lmforge only: an lmforge tokenizer to store with the model, needed when the "
                                 "HF directory has no tokenizer.json with lmforge's five special tokens "
-                                "(e.g. a T5 checkpoint with a SentencePiece tokenizer)")
+                                "(e.g. a T5 checkpoint with a SentencePiece tokenizer)", check=path_text)
 
 
 @dataclass
 class QuickstartConfig:
     """`lmforge quickstart`: prepare -> tokenizer -> encode -> pretrain -> evaluate -> generate."""
 
-    run_dir: str = _f("runs/quickstart", "everything goes under this directory")
-    recipe: str = _f("", "pretrain recipe YAML (default: the packaged quickstart recipe)")
-    max_documents: int = _f(0, "use at most this many stdlib files (0 = all)")
-    vocab_size: int = _f(4096, "tokenizer vocabulary size")
+    run_dir: str = _f("runs/quickstart", "everything goes under this directory", check=writable_dir)
+    recipe: str = _f("", "pretrain recipe YAML (default: the packaged quickstart recipe)", check=path_text)
+    max_documents: int = _f(0, "use at most this many stdlib files (0 = all)", check=non_negative)
+    vocab_size: int = _f(4096, "tokenizer vocabulary size", check=positive)
     prompts: list[str] = _f(["import os\n", "def parse_args(", "class Stack:\n    def __init__(self"],
                             "prompts to sample from at the end (no trailing space: BPE tokens carry it)")
-    max_new_tokens: int = _f(96, "tokens per sample")
+    max_new_tokens: int = _f(96, "tokens per sample", check=positive)
 
 
 # --------------------------------------------------------------------------- loading
@@ -558,3 +784,8 @@ def iter_fields(cls: type, prefix: str = ""):
 
 def type_name(tp: Any) -> str:
     return _type_name(tp)
+
+
+def build_config(cls: type, values: dict[str, Any]) -> Any:
+    """``cls`` from a plain mapping (a checkpoint's saved config), checked like a recipe."""
+    return _build(cls, dict(values))

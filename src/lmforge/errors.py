@@ -24,3 +24,7 @@ class TokenizerError(LmforgeError):
 
 class CheckpointError(LmforgeError):
     """A checkpoint directory is missing, incomplete or does not match the config."""
+
+
+class TrainingError(LmforgeError):
+    """Training cannot go on (a non-finite loss or gradient under on_nonfinite=stop, ...)."""

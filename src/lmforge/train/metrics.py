@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -169,6 +170,30 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def drop_records_after(path: str | Path, step: int) -> int:
+    """Rewrite ``metrics.jsonl`` without the records of steps after ``step`` (a resume or a
+    rollback goes on from ``step``, so those steps are trained and logged again); returns how
+    many were dropped. Atomic: the file is replaced by a complete new one."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record_step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            record_step = None  # a torn last line from a kill mid-write: dropped too
+        if isinstance(record_step, int) and record_step <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
 
 
 class MetricsWriter:
