@@ -76,6 +76,19 @@ def _get(cfg, dotted: str):
     return functools.reduce(getattr, dotted.split("."), cfg)
 
 
+def _range_allows(words, dotted: str, text: str) -> bool:
+    """Whether the field's range check (a device name, a writable path, ...) takes ``text``; one
+    that does not is refused at load (tests/test_config_ranges.py), so it is left out here."""
+    check = C.check_for(CONFIG_OF[words], dotted)
+    return check is None or check.problem(text, str) is None
+
+
+def _assert_refused_by_range(words, texts: dict[str, str]) -> None:
+    for dotted, text in texts.items():
+        with pytest.raises(ConfigError, match=rf"^config key '{re.escape(dotted)}': expected "):
+            C.load_config(CONFIG_OF[words], None, {dotted: text})
+
+
 def test_introspection_finds_every_verb_and_its_string_fields():
     assert set(CONFIG_OF) == {(name,) for name in cli.VERBS} | {("data", name) for name in cli.DATA_VERBS}
     assert CONFIG_OF[("generate",)] is C.GenerateConfig
@@ -92,10 +105,12 @@ def test_tricky_texts_reach_every_string_field_unchanged(words):
     fields = [d for d in STRING_FIELDS[words] if d != PRESET]
     assert fields
     for text in TRICKY:
-        cfg = parse_config([*words, *(f"--{dotted}={text}" for dotted in fields)])
-        assert {d: _get(cfg, d) for d in fields} == {d: text for d in fields}
-        cfg = C.load_config(CONFIG_OF[words], None, {dotted: text for dotted in fields})
-        assert {d: _get(cfg, d) for d in fields} == {d: text for d in fields}
+        taken = [d for d in fields if _range_allows(words, d, text)]
+        _assert_refused_by_range(words, {d: text for d in fields if d not in taken})
+        cfg = parse_config([*words, *(f"--{dotted}={text}" for dotted in taken)])
+        assert {d: _get(cfg, d) for d in taken} == {d: text for d in taken}
+        cfg = C.load_config(CONFIG_OF[words], None, {dotted: text for dotted in taken})
+        assert {d: _get(cfg, d) for d in taken} == {d: text for d in taken}
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -104,16 +119,18 @@ def test_any_text_reaches_every_string_field_unchanged(data):
     words = data.draw(st.sampled_from(sorted(STRING_FIELDS)), label="command")
     fields = [d for d in STRING_FIELDS[words] if d != PRESET]
     texts = {dotted: data.draw(st.text(), label=dotted) for dotted in fields}
+    _assert_refused_by_range(words, {d: t for d, t in texts.items() if not _range_allows(words, d, t)})
+    texts = {d: t for d, t in texts.items() if _range_allows(words, d, t)}
     # through the command line, as `lmforge WORDS --FIELD=TEXT ...`
     cfg = parse_config([*words, *(f"--{dotted}={text}" for dotted, text in texts.items())])
-    assert {d: _get(cfg, d) for d in fields} == texts
+    assert {d: _get(cfg, d) for d in texts} == texts
     # a value that does not start with '-' may follow its option as the next argument
     spaced = {d: t for d, t in texts.items() if not t.startswith("-")}
     cfg = parse_config([*words, *(arg for dotted, text in spaced.items() for arg in (f"--{dotted}", text))])
     assert {d: _get(cfg, d) for d in spaced} == spaced
     # through the Python API with the same override mapping
     cfg = C.load_config(CONFIG_OF[words], None, texts)
-    assert {d: _get(cfg, d) for d in fields} == texts
+    assert {d: _get(cfg, d) for d in texts} == texts
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
@@ -140,10 +157,11 @@ def test_model_preset_is_looked_up_by_the_text_as_typed(text):
 def test_any_tokens_reach_every_list_of_strings_field_unchanged(data):
     words = data.draw(st.sampled_from(sorted(w for w, fields in LIST_FIELDS.items() if fields)), label="command")
     dotted = data.draw(st.sampled_from(LIST_FIELDS[words]), label="field")
-    tokens = data.draw(st.lists(st.text().filter(lambda t: not t.startswith("-")), max_size=4), label="tokens")
+    tokens = data.draw(st.lists(st.text().filter(lambda t: not t.startswith("-") and _range_allows(words, dotted, t)),
+                                max_size=4), label="tokens")
     assert _get(parse_config([*words, f"--{dotted}", *tokens]), dotted) == tokens
     assert _get(C.load_config(CONFIG_OF[words], None, {dotted: tokens}), dotted) == tokens
-    one = data.draw(st.text(), label="one")
+    one = data.draw(st.text().filter(lambda t: _range_allows(words, dotted, t)), label="one")
     assert _get(C.load_config(CONFIG_OF[words], None, {dotted: one}), dotted) == [one]
     # Before Python 3.12 argparse drops a '--' token from a list option's values, even written
     # --stop=-- (it cannot be told from `--stop --`); a recipe gives that list.

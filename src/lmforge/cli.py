@@ -203,13 +203,16 @@ class _Parser(argparse.ArgumentParser):
         return super()._get_values(action, arg_strings)
 
 
-def _type_help(tp: Any) -> str:
-    """The type shown in --help. Every text is a string for a string option, so an Optional[str]
-    option says where null can be given instead."""
+def _type_help(tp: Any, check: Optional[C.Check] = None) -> str:
+    """The type shown in --help, or what the option's range check allows (``an integer >= 1``).
+    Every text is a string for a string option, so an Optional[str] option says where null
+    can be given instead."""
     args = typing.get_args(tp)
     if C.takes_text(tp) and type(None) in args:
         shown = " or ".join(C.type_name(a) for a in args if a is not type(None))
         return f"{shown}; null only in a --config recipe"
+    if check is not None and typing.get_origin(tp) is not list:
+        return check.describe(tp)
     return C.type_name(tp)
 
 
@@ -223,7 +226,8 @@ def _add_options(parser: argparse.ArgumentParser, verb: Verb) -> None:
         nargs = "*" if C.type_name(tp).startswith("a list") else None
         parser.add_argument(f"--{dotted}", dest=dotted, default=argparse.SUPPRESS, nargs=nargs,
                             metavar=dotted.split(".")[-1].upper(),
-                            help=f"{help_text} [{_type_help(tp)}; default {shown}]".replace("%", "%%"))
+                            help=f"{help_text} [{_type_help(tp, C.check_for(verb.config_cls, dotted))}; "
+                                 f"default {shown}]".replace("%", "%%"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +272,18 @@ def parse_config(argv: list[str]) -> Any:
     return _load(verb, args)
 
 
+def _one_line(text: str) -> str:
+    """A message as one line: line breaks (from a library's text inside it) become spaces."""
+    return " ".join(text.split("\n")).replace("\r", " ")
+
+
+def describe_os_error(err: OSError) -> str:
+    """``<strerror>: '<filename>' (check the path, free space or permissions)``, one line."""
+    what = err.strerror or str(err) or type(err).__name__
+    names = " -> ".join(repr(str(name)) for name in (err.filename, err.filename2) if name is not None)
+    return _one_line(f"{what}: {names}" if names else what) + " (check the path, free space or permissions)"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
@@ -292,7 +308,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         verb = DATA_VERBS[data_verb] if data_verb else VERBS[verb_name]
         verb.run(_load(verb, args))
     except LmforgeError as err:
-        print(f"lmforge {verb_name}: error: {err}", file=sys.stderr)
+        print(f"lmforge {verb_name}: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # The user's environment, not a bug: a disk full, a permission denied, a path that is
+        # not a directory, ... (anything else keeps its traceback).
+        print(f"lmforge {verb_name}: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lmforge {verb_name}: interrupted", file=sys.stderr)

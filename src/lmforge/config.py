@@ -12,6 +12,7 @@ source for the YAML schema, the CLI and the docs (litgpt's habit).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -75,7 +76,8 @@ def _shown(value: Any) -> str:
     """A value as errors show it: repr, but ``nan``/``inf`` for floats (as the user typed them)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    return repr(value)
+    shown = repr(value)
+    return shown if len(shown) <= 100 else f"{shown[:60]}... ({len(shown)} characters)"
 
 
 def _base_type(tp: Any) -> Any:
@@ -134,11 +136,14 @@ probability_mass = interval(0.0, 1.0, "(]")  # top_p
 random_seed = at_most(2**63 - 1)
 
 
-def _single_line(value: Any) -> Union[bool, str]:
-    return not any(c in value for c in "\r\n\x00") or "a line break or NUL in it"
+def _header_value(value: Any) -> Union[bool, str]:
+    if any(c in value for c in "\r\n\x00"):
+        return "a line break or NUL in it"
+    return all(ord(c) < 256 for c in value) or "HTTP headers are Latin-1"
 
 
-single_line = Check("single_line", _single_line, {str: "one line of text"})
+# An HTTP header value as http.client sends it: one line, Latin-1.
+header_value = Check("header_value", _header_value, {str: "one line of Latin-1 text"})
 
 
 def _existing_parent(path: Path) -> Path:
@@ -147,7 +152,7 @@ def _existing_parent(path: Path) -> Path:
         try:
             candidate.lstat()
             return candidate
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
     return Path(".")
 
@@ -166,26 +171,25 @@ def _kind_of(path: Path) -> str:
 
 
 def _output_path(value: str, want_dir: bool) -> Union[bool, str]:
-    """Whether a directory (``want_dir``) or file can be written at ``value``: it is one already,
+    """Whether a directory (``want_dir``) or a file can be written at ``value``: it is one already,
     or it is missing and its nearest existing ancestor is a directory we may write in."""
     if value == "":
         return True  # the verb's own default (or its own "required" error)
     if "\x00" in value:
         return "it has a NUL byte"
-    path = Path(value).expanduser()
+    path = Path(value)
     try:
-        if path.exists():
+        existing = _existing_parent(path)
+        if not existing.exists():  # lstat found it, stat does not: a link to nothing
+            return f"'{existing}' is a dangling symbolic link"
+        if existing == path:
             kind = _kind_of(path)
-            if want_dir:
-                return kind == "a directory" or f"it is {kind}"
-            return kind == "a file" or f"it is {kind}"
-        parent = _existing_parent(path)
-        if path.is_symlink():
-            return "it is a dangling symbolic link"
-        if not parent.is_dir():
-            return f"'{parent}' in its path is {_kind_of(parent) if parent.exists() else 'a dangling link'}"
-        if not os.access(parent, os.W_OK | os.X_OK):
-            return f"'{parent}' in its path is not writable"
+            wanted = "a directory" if want_dir else "a file"
+            return kind == wanted or f"it is {kind}"
+        if not existing.is_dir():
+            return f"'{existing}' in its path is {_kind_of(existing)}"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"'{existing}' in its path is not writable"
     except OSError as err:  # a name too long, a loop of links, ...
         return err.strerror or str(err)
     return True
@@ -233,19 +237,37 @@ def physical_memory() -> Optional[int]:
     return size if size > 0 else None
 
 
-def check_fits_in_memory(key: str, what: str, num_bytes: float, hint: str) -> None:
-    """ConfigError naming ``key`` when ``num_bytes`` exceed this machine's physical memory."""
+def check_fits_in_memory(key: str, what: str, num_bytes: int, hint: str) -> None:
+    """ConfigError naming ``key`` when ``num_bytes`` (for ``what``) exceed this machine's
+    physical memory; no check where the OS does not report it."""
     memory = physical_memory()
     if memory is not None and num_bytes > memory:
         raise ConfigError(f"config key '{key}': {what} need about {_human_bytes(num_bytes)}, more than this "
                           f"machine's {_human_bytes(memory)} of memory: {hint}")
 
 
+def check_model_fits(model: Any, key: str, bytes_per_parameter: int, what: str) -> None:
+    """ConfigError naming ``key`` when ``bytes_per_parameter`` for each of ``model``'s parameters
+    (estimated by ``models.sizing.approx_parameters``, without building it) exceed the memory.
+    A shape that does not resolve (dim not divisible by num_heads, ...) is left to the code that
+    builds the model, which says what is wrong with it."""
+    from lmforge.models.sizing import approx_parameters
+
+    try:
+        num_parameters = approx_parameters(model)
+    except ConfigError:
+        return
+    check_fits_in_memory(key, f"the {what} of this {model.family} model ({num_parameters:.3g} parameters)",
+                         bytes_per_parameter * num_parameters,
+                         f"make it smaller ({key}.dim, {key}.num_layers, {key}.vocab_size, ...)")
+
+
 def _human_bytes(num_bytes: float) -> str:
     for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB")):
         if num_bytes >= scale:
-            return f"{num_bytes / scale:,.1f} {unit}" if num_bytes < 2**40 * 1e6 else f"{num_bytes / 2**40:.2g} TiB"
-    return f"{num_bytes:,.0f} bytes"
+            amount = num_bytes / scale
+            return f"{amount:,.1f} {unit}" if amount < 1e6 else f"{amount:.3g} {unit}"
+    return f"{num_bytes:,} bytes"
 
 
 # --------------------------------------------------------------------------- data
@@ -264,7 +286,7 @@ class CrawlConfig:
     backoff_seconds: float = _f(1.0, "first retry waits this long, doubling each retry", check=non_negative)
     timeout_seconds: float = _f(10.0, "per-request timeout", check=positive)
     user_agent: str = _f("lmforge-crawler/0.1 (+https://github.com/lmforge/lmforge)",
-                         "User-Agent header; robots.txt rules for it are obeyed", check=single_line)
+                         "User-Agent header; robots.txt rules for it are obeyed", check=header_value)
     max_bytes: int = _f(5_000_000, "skip (count) a response larger than this", check=positive)
 
 
@@ -350,6 +372,11 @@ class ClassifierTrainConfig:
     threshold: float = _f(0.5, "probability at or above which a text is flagged", check=unit_interval)
     seed: int = _f(0, "seed of the split and the shuffling", check=random_seed)
 
+    def validate(self, prefix: str = "") -> None:
+        """The weights and the Adagrad sums (two float64 per bucket) must fit in memory."""
+        check_fits_in_memory(prefix + "num_buckets", f"{self.num_buckets:,} buckets (two float64 each)",
+                             16 * self.num_buckets, "lower num_buckets")
+
 
 @dataclass
 class TokenizerConfig:
@@ -422,6 +449,10 @@ class ModelConfig:
     feed_forward: Literal["relu", "gated-gelu"] = _f(
         "relu", "t5: MLP kind, relu (T5 v1.0) or gated-gelu (T5 v1.1, GEGLU with the tanh GELU)")
 
+    def validate(self, prefix: str = "") -> None:
+        """The fp32 weights must fit in this machine's memory."""
+        check_model_fits(self, prefix.rstrip(".") or "model", 4, "fp32 weights")
+
 
 # --------------------------------------------------------------------------- training
 
@@ -490,6 +521,17 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        """Training holds fp32 weights, their gradients and the optimiser's state per parameter:
+        16 bytes with Adam, AdamW or LAMB (two moments), 12 with SGD momentum, 8 without. All
+        of it must fit in this machine's memory."""
+        if self.optim.name == "sgd":
+            per_parameter, what = (12, "fp32 weights, gradients and SGD momentum") if self.optim.momentum else (
+                8, "fp32 weights and gradients")
+        else:
+            per_parameter, what = 16, f"fp32 weights, gradients and two {self.optim.name} moments"
+        check_model_fits(self.model, prefix + "model", per_parameter, what)
 
 
 @dataclass
@@ -568,6 +610,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if tp is dict or origin is dict:
+        return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp)))
 
@@ -575,7 +619,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type hint ``tp`` and convert where lossless; else ConfigError."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {_shown(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping of {tp.__name__} fields, got {value!r}")
@@ -618,7 +662,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise bad from None
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -626,7 +673,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
+    """The resolved type hints of a dataclass (cached: the parser asks for them per option)."""
     return typing.get_type_hints(cls)
 
 
@@ -640,7 +689,47 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     if cls is ModelConfig and values.get("preset"):
         values = _expand_preset(values, prefix)
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    _check_ranges(cfg, prefix, built=set(kwargs))
+    return cfg
+
+
+def _check_ranges(cfg: Any, prefix: str, built: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Every field's range check, then the dataclass's own ``validate(prefix)`` (cross-field
+    checks). Sections in ``built`` were checked when ``_build`` made them; default sections
+    are checked here."""
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            if f.name not in built:
+                _check_ranges(value, prefix + f.name + ".")
+            continue
+        _check_field(value, hints[f.name], field_check(f, hints[f.name]), prefix + f.name)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate(prefix)
+
+
+def field_check(f: dataclasses.Field, tp: Any) -> Optional[Check]:
+    """The range check of field ``f`` (of type ``tp``): its own, else ``finite`` for a float field."""
+    check = f.metadata.get("check")
+    if check is None and _base_type(tp) is float:
+        return finite
+    return check
+
+
+def _check_field(value: Any, tp: Any, check: Optional[Check], key: str) -> None:
+    """Apply ``check`` to a coerced value (each item of a list; None passes): ConfigError naming ``key``."""
+    if check is None or value is None or dataclasses.is_dataclass(value):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_field(item, tp, check, f"{key}[{index}]")
+        return
+    problem = check.problem(value, tp)
+    if problem is not None:
+        raise ConfigError(f"config key '{key}': {problem}")
 
 
 def _expand_preset(values: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -703,7 +792,8 @@ def parse_override(value: Any, tp: Any) -> Any:
     are passed on as they are; ``load_config`` checks them against the type.
     """
     if isinstance(value, str) and not takes_text(tp):
-        return _parse_scalar(value)
+        # Empty or blank text stays text, so the error says got '' (YAML would read it as null).
+        return _parse_scalar(value) if value.strip() else value
     return value
 
 
@@ -713,12 +803,14 @@ def _parse_scalar(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    # YAML 1.1 reads "1e-3" as a string; accept it as a number.
+    # YAML 1.1 reads "1e-3" as a string; accept it as a number. "nan" and "inf" become floats
+    # too, so that the range check names them (a float field refuses them).
     if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
+        for number in (int, float):
+            try:
+                return number(value)
+            except ValueError:
+                pass
     return value
 
 
@@ -749,6 +841,9 @@ def load_config(cls: type, yaml_path: Optional[str | Path] = None,
             raise ConfigError(f"config file '{path}' not found: pass an existing YAML recipe (see configs/)")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.start}): pass a YAML "
+                              "recipe (see configs/)") from None
         except yaml.YAMLError as err:
             first = str(err).splitlines()[0]
             raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from None
@@ -784,6 +879,20 @@ def iter_fields(cls: type, prefix: str = ""):
 
 def type_name(tp: Any) -> str:
     return _type_name(tp)
+
+
+def check_for(cls: type, dotted: str) -> Optional[Check]:
+    """The range check of the field ``dotted`` of ``cls`` (``finite`` for an unchecked float), or None."""
+    owner: Any = cls
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        owner = field_type(owner, part)
+    if not dataclasses.is_dataclass(owner):
+        return None
+    for f in dataclasses.fields(owner):
+        if f.name == parts[-1]:
+            return field_check(f, _hints(owner)[f.name])
+    return None
 
 
 def build_config(cls: type, values: dict[str, Any]) -> Any:

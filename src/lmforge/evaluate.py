@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lmforge.config import EvaluateConfig
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 from lmforge.objectives import token_loss_sum
 
 
@@ -109,6 +109,9 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     device = resolve_device(cfg.device, World())
     model, tokenizer, ckpt_dir = load_checkpoint(cfg.checkpoint, device)
+    if cfg.seq_len > model.config.max_seq_len:
+        raise ConfigError(f"config key 'seq_len': expected at most the model's max_seq_len "
+                          f"{model.config.max_seq_len} (or 0 for it), got {cfg.seq_len}")
     seq_len = cfg.seq_len or model.config.max_seq_len
     data = Path(cfg.data)
     if not cfg.data or not data.exists():

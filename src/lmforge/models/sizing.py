@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Union
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models.presets import PRESETS, resolve_model_config
+from lmforge.models.presets import FAMILIES, PRESETS, resolve_model_config
 from lmforge.models.bert import BertForMaskedLM
 from lmforge.models.t5 import T5Model
 from lmforge.models.transformer import Transformer
@@ -41,6 +42,38 @@ def count_parameters(model_or_cfg: Union[nn.Module, ModelConfig], include_embedd
             if isinstance(module, nn.Embedding):
                 params.pop(id(module.weight), None)
     return sum(params.values())
+
+
+def approx_parameters(cfg: ModelConfig) -> int:
+    """The parameters of ``cfg``'s weight matrices and embedding tables, by formula.
+
+    Norm gains, biases and T5's relative position tables are left out, so this is a lower
+    bound on ``count_parameters``, a fraction of a percent below it for real shapes (the presets
+    are checked in tests/test_config_ranges.py). Nothing is built, so any shape, even one no
+    machine could hold, is counted at once: this is what the config loader uses to refuse a
+    model that cannot fit in memory. ``cfg.vocab_size`` 0 (from the tokenizer) counts as 1.
+    """
+    cfg = resolve_model_config(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, 1)))
+    blocks = FAMILIES[cfg.family]
+    width = cfg.num_heads * (cfg.head_dim or cfg.dim // cfg.num_heads)  # query heads x head width
+    kv_width = cfg.num_kv_heads * (cfg.head_dim or cfg.dim // cfg.num_heads)
+    attention = 2 * cfg.dim * width + 2 * cfg.dim * kv_width  # q, o; k, v
+    gated = blocks.mlp in ("swiglu", "geglu") or (cfg.family == "t5" and cfg.feed_forward == "gated-gelu")
+    mlp = (3 if gated else 2) * cfg.dim * cfg.hidden_dim
+    total = cfg.vocab_size * cfg.dim  # token embeddings
+    if not cfg.tie_embeddings:
+        total += cfg.vocab_size * cfg.dim  # output head
+    if blocks.positions == "learned":
+        total += cfg.max_seq_len * cfg.dim
+    if cfg.family == "t5":
+        cross = 2 * cfg.dim * width + 2 * cfg.dim * width
+        total += cfg.num_layers * (attention + mlp) + (cfg.num_decoder_layers or cfg.num_layers) * (
+            attention + cross + mlp)
+    else:
+        total += cfg.num_layers * (attention + mlp)
+    if cfg.family == "bert":
+        total += cfg.type_vocab_size * cfg.dim + cfg.dim * cfg.dim  # segment table, MLM head's dense layer
+    return total
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
