@@ -102,14 +102,8 @@ def _run_convert(cfg: C.ConvertConfig) -> None:
 
 def _run_data_run(cfg: C.DataRunConfig) -> None:
     from lmforge.data.pipeline import format_report, run_pipeline
-    from lmforge.errors import DataError
 
-    try:
-        stats = run_pipeline(cfg)
-    except DataError as err:
-        # The readers name their options as `lmforge prepare` spells them (source.*); a
-        # pipeline's source section is called input.
-        raise DataError(str(err).replace("--source.", "--input.").replace("source.kind", "input.kind")) from None
+    stats = run_pipeline(cfg)  # its errors name the input.* options (data.pipeline.INPUT_OPTIONS)
     print(format_report(stats))
     print(f"wrote {cfg.output.dir} (stats.json; `lmforge data report {cfg.output.dir}` plots it)")
 

@@ -87,12 +87,13 @@ def evaluate_shard(model: torch.nn.Module, shard, seq_len: int, batch_size: int,
 def _tokens_from_text_source(path: Path, tokenizer) -> tuple[np.ndarray, int]:
     """Tokenize a text or JSONL file (documents end with eos) for evaluation."""
     from lmforge.config import SourceConfig
-    from lmforge.data import ReadStats, read_documents
+    from lmforge.data import ReadStats, SourceOptions, read_documents
 
     kind = "jsonl" if path.suffix in (".jsonl", ".gz") else "text"
     ids: list[int] = []
     num_bytes = 0
-    for doc in read_documents(SourceConfig(kind=kind, paths=[str(path)]), ReadStats()):
+    source = SourceConfig(kind=kind, paths=[str(path)])
+    for doc in read_documents(source, ReadStats(), SourceOptions.single("--data")):
         ids.extend(tokenizer.encode(doc.text))
         ids.append(tokenizer.eos_id)
         num_bytes += len(doc.text.encode("utf-8"))

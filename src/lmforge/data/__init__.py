@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Document": "document", "BadDocument": "document", "ReadStats": "document",
+    "Document": "document", "BadDocument": "document", "ReadStats": "document", "SourceOptions": "document",
     "read_documents": "sources", "source_shards": "sources", "read_shard": "sources",
     "encode_documents": "encode",
     "TokenShard": "shards", "check_tokenizer_matches": "shards", "token_dtype": "shards",
@@ -29,7 +29,7 @@ from lmforge.data.prepare import prepare, split_fraction  # noqa: E402, F401 (re
 __all__ = sorted([*_EXPORTS, "prepare", "split_fraction"])
 
 if TYPE_CHECKING:  # for type checkers only: the names load lazily through __getattr__
-    from lmforge.data.document import BadDocument, Document, ReadStats  # noqa: F401
+    from lmforge.data.document import BadDocument, Document, ReadStats, SourceOptions  # noqa: F401
     from lmforge.data.encode import encode_documents  # noqa: F401
     from lmforge.data.sampler import WindowSampler, get_batch  # noqa: F401
     from lmforge.data.shards import TokenShard, check_tokenizer_matches, read_meta, token_dtype  # noqa: F401

@@ -12,6 +12,7 @@ import glob
 import os
 from collections.abc import Iterable, Iterator
 
+from lmforge.data.document import SourceOptions
 from lmforge.errors import DataError
 
 _GLOB_CHARS = ("*", "?", "[")
@@ -37,14 +38,18 @@ def walk_files(root: str, suffixes: tuple[str, ...] | None = None,
     yield from sorted(found)
 
 
-def expand_paths(patterns: list[str], kind: str, suffixes: tuple[str, ...] | None) -> list[str]:
+def expand_paths(patterns: list[str], kind: str, suffixes: tuple[str, ...] | None,
+                 options: SourceOptions = SourceOptions()) -> list[str]:
     """Expand files, directories (recursively, filtered by ``suffixes``) and globs, deduplicated.
 
     Files named explicitly or matched by a glob are always taken; ``suffixes`` only filters
-    what a directory walk finds.
+    what a directory walk finds. Something that is neither a file nor a directory (a FIFO, a
+    device: reading it could block forever) is refused. Errors name the paths option as
+    ``options`` spell it.
     """
+    where = options.paths
     if not patterns:
-        raise DataError(f"source.kind={kind} needs input files: pass --source.paths FILE, DIR or 'GLOB'")
+        raise DataError(f"{options.kind_is(kind)} needs input files: pass {where} FILE, DIR or 'GLOB'")
     files: list[str] = []
     seen: set[str] = set()
     for pattern in patterns:
@@ -57,13 +62,19 @@ def expand_paths(patterns: list[str], kind: str, suffixes: tuple[str, ...] | Non
         elif os.path.exists(pattern):
             matches = [pattern]
         else:
-            raise DataError(f"path '{pattern}' does not exist: check --source.paths")
+            raise DataError(f"path '{pattern}' does not exist: check {where}")
         found: list[str] = []
         for match in matches:
-            found.extend(walk_files(match, suffixes) if os.path.isdir(match) else [match])
+            if os.path.isdir(match):
+                found.extend(walk_files(match, suffixes))
+            elif os.path.isfile(match):
+                found.append(match)
+            else:
+                raise DataError(f"'{match}' is not a regular file or a directory (a FIFO, a device, a broken "
+                                f"link?): point {where} at files")
         if not found:
             wanted = "files" if suffixes is None else "files ending in " + ", ".join(suffixes)
-            raise DataError(f"'{pattern}' holds no {wanted}: point --source.paths at your data")
+            raise DataError(f"'{pattern}' holds no {wanted}: point {where} at your data")
         for path in found:
             key = os.path.realpath(path)
             if key not in seen:

@@ -33,7 +33,7 @@ import sysconfig
 from collections.abc import Iterator
 
 from lmforge.config import SourceConfig
-from lmforge.data.document import BadDocument, Document, ReadStats
+from lmforge.data.document import BadDocument, Document, ReadStats, SourceOptions
 from lmforge.data.paths import expand_paths, walk_files
 from lmforge.data.readers import FILE_KINDS, check_dependency, reader_for
 from lmforge.data.readers.base import Item, require
@@ -46,12 +46,15 @@ _STDLIB_SKIP_DIRS = ("test", "tests", "idle_test", "site-packages", "dist-packag
 _CRAWL_SHARD = "crawl"
 
 
-def source_shards(cfg: SourceConfig) -> list[str]:
+PREPARE_OPTIONS = SourceOptions()  # `lmforge prepare`'s --source.* options
+
+
+def source_shards(cfg: SourceConfig, options: SourceOptions = PREPARE_OPTIONS) -> list[str]:
     """The units of work of ``cfg``'s source in a deterministic order.
 
     File sources: their expanded, sorted, deduplicated file paths (a missing path or a
-    glob matching nothing raises ``DataError``); stdlib: its ``.py`` files; crawl: the
-    single shard ``"crawl"``.
+    glob matching nothing raises ``DataError``, naming the paths option as ``options`` spell
+    it); stdlib: its ``.py`` files; crawl: the single shard ``"crawl"``.
     """
     if cfg.kind == "stdlib":
         return list(walk_files(_stdlib_root(), (".py",), _STDLIB_SKIP_DIRS))
@@ -62,19 +65,21 @@ def source_shards(cfg: SourceConfig) -> list[str]:
         return [_CRAWL_SHARD]
     if cfg.kind not in FILE_KINDS:
         raise DataError(f"unknown source.kind '{cfg.kind}': use stdlib, crawl or one of {', '.join(FILE_KINDS)}")
-    shards = expand_paths(cfg.paths, cfg.kind, reader_for(cfg.kind).SUFFIXES)
+    shards = expand_paths(cfg.paths, cfg.kind, reader_for(cfg.kind).SUFFIXES, options)
     check_dependency(cfg.kind)  # fail before any work starts, not in the middle of a run
     return shards
 
 
-def read_shard(cfg: SourceConfig, shard: str, stats: ReadStats) -> Iterator[Document]:
+def read_shard(cfg: SourceConfig, shard: str, stats: ReadStats,
+               options: SourceOptions = PREPARE_OPTIONS) -> Iterator[Document]:
     """Yield the documents of one shard (from ``source_shards``), counting into ``stats``.
 
     Bad documents raise ``DataError`` (naming the file, and line or record) under
     ``on_error: raise``, or are counted in ``stats.skipped`` under ``on_error: skip``. The
     stdlib and crawl sources always skip: the stdlib is our own corpus, and a few of its files are
     empty or not UTF-8 on purpose. ``cfg.max_documents`` is not applied here (it spans
-    shards; ``read_documents`` applies it).
+    shards; ``read_documents`` applies it). Error messages name the source options as
+    ``options`` spell them (``--source.*`` for prepare, ``--input.*`` for data run, ...).
     """
     # The stdlib is our own corpus (a few files are empty on purpose) and a crawl meets 404s,
     # redirects and robots.txt refusals as routine: both count and go on.
@@ -84,37 +89,44 @@ def read_shard(cfg: SourceConfig, shard: str, stats: ReadStats) -> Iterator[Docu
     items = () if cfg.kind in FILE_KINDS and _is_zero_bytes(shard) else _shard_items(cfg, shard)
     for item in items:
         num_items += 1
-        document = _account(item, on_error, stats)
+        document = _account(item, on_error, stats, options)
         if document is not None:
             yield document
     if num_items == 0 and cfg.kind != "crawl":
         # A file that holds no document at all (an empty JSONL, a CSV with only a header) is
         # reported, so a corpus never shrinks without a trace.
-        _account(BadDocument(shard, "empty", f"{shard} is empty (it holds no documents): remove it from "
-                                             f"--source.paths"), on_error, stats)
+        _account(BadDocument(shard, "empty", f"{shard} is empty (it holds no documents)", fix="paths"),
+                 on_error, stats, options)
 
 
-def read_documents(cfg: SourceConfig, stats: ReadStats) -> Iterator[Document]:
+def read_documents(cfg: SourceConfig, stats: ReadStats,
+                   options: SourceOptions = PREPARE_OPTIONS) -> Iterator[Document]:
     """Yield the documents of ``cfg``'s source in a deterministic order, counting into ``stats``.
 
     Reads every shard of ``source_shards`` in order with ``read_shard``; stops after
-    ``cfg.max_documents`` kept documents when that is positive.
+    ``cfg.max_documents`` kept documents when that is positive. ``options``: how the calling
+    command spells the source options in its errors (default: prepare's ``--source.*``).
     """
-    for shard in source_shards(cfg):
-        for document in read_shard(cfg, shard, stats):
+    for shard in source_shards(cfg, options):
+        for document in read_shard(cfg, shard, stats, options):
             yield document
             if cfg.max_documents > 0 and stats.kept >= cfg.max_documents:
                 return
 
 
-def _account(item: Item, on_error: str, stats: ReadStats) -> Document | None:
-    """Count one item; the document to keep, or None (skipped), or raise under ``on_error: raise``."""
+def _account(item: Item, on_error: str, stats: ReadStats, options: SourceOptions) -> Document | None:
+    """Count one item; the document to keep, or None (skipped), or raise under ``on_error: raise``
+    with the item's message, its fix and the on_error hint in the command's spelling."""
     stats.read += 1
     if isinstance(item, Document) and (not item.text or item.text.isspace()):  # isspace: no copy of a huge text
         item = BadDocument(item.id, "empty", f"{item.id} is empty (whitespace only): remove it")
     if isinstance(item, BadDocument):
         if on_error == "raise":
-            raise DataError(f"{item.message}, or set on_error: skip (--source.on_error / --input.on_error)")
+            hint = options.hint(item.fix)
+            message = f"{item.message}: {hint}" if hint else item.message
+            if options.on_error:
+                message += f", or set on_error: skip ({options.on_error} skip)"
+            raise DataError(message)
         stats.record_skip(item.id, item.reason)
         return None
     stats.kept += 1

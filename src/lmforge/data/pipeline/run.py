@@ -22,7 +22,7 @@ from lmforge.data.pipeline.executors import LocalExecutor, RayExecutor
 from lmforge.data.pipeline.output import stage_dir
 from lmforge.data.pipeline.plan import build_steps, plan_stages
 from lmforge.data.pipeline.stats import ShardStats, merge_run_stats
-from lmforge.data.pipeline.worker import (ShardTask, corpus_fingerprints, decisions_path, docs_path,
+from lmforge.data.pipeline.worker import (INPUT_OPTIONS, ShardTask, corpus_fingerprints, decisions_path, docs_path,
                                           fingerprints_path, marker_path, run_shard, write_pickle)
 from lmforge.data.sources import source_shards
 from lmforge.data.steps import CorpusStep
@@ -62,7 +62,7 @@ def run_pipeline(cfg: DataRunConfig) -> dict[str, Any]:
         raise ConfigError(f"config key 'workers': expected 0 (one per core) or more, got {cfg.workers}")
     steps = build_steps(cfg.steps)  # validates every step's options before any work starts
     stages = plan_stages(steps)
-    shards = source_shards(cfg.input)
+    shards = source_shards(cfg.input, INPUT_OPTIONS)
     if not shards:
         raise DataError("the input has no files: check input.kind and input.paths")
     config = dataclasses.asdict(cfg)

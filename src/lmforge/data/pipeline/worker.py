@@ -14,12 +14,15 @@ from typing import Any
 
 from lmforge.config import DataRunConfig, _build
 from lmforge.data.docfile import AtomicJsonlWriter, read_document_file, tmp_sibling, write_json
-from lmforge.data.document import Document, ReadStats
+from lmforge.data.document import Document, ReadStats, SourceOptions
 from lmforge.data.pipeline.output import SPLITS, RejectsWriter, open_split_writer, part_name, stage_dir
 from lmforge.data.pipeline.plan import build_steps, plan_stages
 from lmforge.data.pipeline.stats import ShardStats, StepStats, length_bin
 from lmforge.data.prepare import split_fraction
 from lmforge.data.steps import CorpusStep, DocRef, DocStep, Drop
+
+# A pipeline's source section is called input: its errors say --input.paths, --input.on_error, ...
+INPUT_OPTIONS = SourceOptions.section("input")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
 
     read_stats = ReadStats()
     if task.stage == 0:
-        docs: Iterator[Document] = read_shard(cfg.input, task.shard_name, read_stats)
+        docs: Iterator[Document] = read_shard(cfg.input, task.shard_name, read_stats, INPUT_OPTIONS)
     else:
         docs = read_document_file(docs_path(out_dir, task.stage - 1, task.shard))
     decisions: dict[int, Any] = {}

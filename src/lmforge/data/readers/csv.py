@@ -36,7 +36,7 @@ def read_file(path: str, cfg: SourceConfig) -> Iterator[Item]:
                     if parsed.error or cfg.text_field not in header:
                         found = f"unreadable header: {parsed.error}" if parsed.error else ", ".join(header)
                         yield BadDocument(path, "missing_field", f"{path} has no column '{cfg.text_field}' "
-                                                                 f"(found: {found}): pass --source.text_field NAME")
+                                                                 f"(found: {found})", fix="text_field")
                         return
                     column = header.index(cfg.text_field)
                     continue

@@ -102,11 +102,11 @@ def read_file(path: str, cfg: SourceConfig) -> Iterator[Item]:
         yield BadDocument(path, "too_large", f"{path} is larger than {MAX_HTML_BYTES} bytes, too large "
                                              f"for HTML extraction: split it or remove it")
     elif b"\x00" in data:
-        yield BadDocument(path, "binary", f"{path} looks binary (it has NUL bytes): remove it from --source.paths")
+        yield BadDocument(path, "binary", f"{path} looks binary (it has NUL bytes)", fix="paths")
     else:
         text = extract_main_text(data)
         if text is None:
             yield BadDocument(path, "no_main_text", f"{path} has no extractable main text (no <body>, or "
-                                                    f"only boilerplate): remove it from --source.paths")
+                                                    f"only boilerplate)", fix="paths")
         else:
             yield Document(path, text, {"source": path})

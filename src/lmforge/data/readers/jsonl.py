@@ -59,7 +59,7 @@ def parse_line(path: str, lineno: int, line: str, text_field: str) -> Item:
     if not isinstance(text, str):
         fields = ", ".join(sorted(obj)) if isinstance(obj, dict) else type(obj).__name__
         return BadDocument(where, "missing_field", f"{where} has no string field '{text_field}' "
-                                                   f"(found: {fields}): pass --source.text_field NAME")
+                                                   f"(found: {fields})", fix="text_field")
     # Valid UTF-8 holds no surrogates, so one can only come from a \\u escape: the fast substring
     # test spares the regex scan for most lines.
     if "\\u" in line and LONE_SURROGATE.search(text):

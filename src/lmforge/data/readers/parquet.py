@@ -28,7 +28,7 @@ def read_file(path: str, cfg: SourceConfig) -> Iterator[Item]:
         column = parquet.schema_arrow.field(text_field) if text_field in names else None
         if column is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             yield BadDocument(path, "missing_field", f"{path} has no string column '{text_field}' "
-                                                     f"(found: {', '.join(names)}): pass --source.text_field NAME")
+                                                     f"(found: {', '.join(names)})", fix="text_field")
             return
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=[text_field]):
             for text in batch.column(0).to_pylist():

@@ -39,8 +39,7 @@ def read_text_file(path: str, doc_id: str, strip_gutenberg: bool = False) -> Ite
     except OSError as err:
         return unreadable(doc_id, path, err)
     if b"\x00" in data:
-        return BadDocument(doc_id, "binary", f"{path} looks binary (it has NUL bytes): "
-                                             f"remove it from --source.paths")
+        return BadDocument(doc_id, "binary", f"{path} looks binary (it has NUL bytes)", fix="paths")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
