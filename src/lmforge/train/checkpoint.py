@@ -87,13 +87,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return newest
 
 
-def _write(what: Path, write: Callable[[], Any]) -> None:
+def _write(what: Path, write: Callable[[], Any], shown: Optional[Path] = None) -> None:
     """Run one write; any failure becomes one line naming the file and the reason.
 
     torch and safetensors report a full disk in their own words (torch's "enforce fail ...
     unexpected pos" when given a path, safetensors' "I/O error: No space left on device"), so
     the reason is the OSError's text where there is one, else the first line of the error, with
-    the free space of that disk when it is nearly full.
+    "the disk is full" when that disk has less than 64 MiB left. ``shown`` is the path named
+    (a file's final place rather than the temporary directory it is written in).
     """
     try:
         write()
@@ -104,10 +105,10 @@ def _write(what: Path, write: Callable[[], Any]) -> None:
         try:
             free = shutil.disk_usage(what.parent).free
             if free < 64 << 20:
-                reason += f"; {free:,} bytes free on that disk"
+                reason += f" (the disk is full: {free:,} bytes free)"
         except OSError:
             pass
-        raise CheckpointError(f"could not write {what}: {reason}: free space or fix permissions there, or pass "
+        raise CheckpointError(f"could not write {shown or what}: {reason}: free space or fix permissions there, or pass "
                               "another directory; earlier checkpoints are unchanged") from None
 
 
@@ -118,17 +119,20 @@ def _save_torch(obj: Any, path: Path) -> None:
 
 
 def write_model_files(directory: Path, model: torch.nn.Module, model_cfg: ModelConfig, step: int,
-                      extra_config: Optional[dict[str, Any]] = None) -> None:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (which must exist).
+                      extra_config: Optional[dict[str, Any]] = None, shown_dir: Optional[Path] = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (which must exist;
+    errors name ``shown_dir`` instead, the place the files are bound for).
     Shared by ``save_checkpoint`` and HF import (``lmforge.interop.convert``)."""
+    shown_dir = shown_dir or directory
     bad = first_nonfinite_tensor(model.state_dict().items())
     if bad is not None:
-        raise CheckpointError(f"refusing to write {directory.name}: weight '{bad}' holds a NaN or an infinity "
+        raise CheckpointError(f"refusing to write {shown_dir}: weight '{bad}' holds a NaN or an infinity "
                               "(training diverged; see --train.on_nonfinite)")
-    _write(directory / MODEL_FILE, lambda: save_model(model, str(directory / MODEL_FILE)))
+    _write(directory / MODEL_FILE, lambda: save_model(model, str(directory / MODEL_FILE)), shown_dir / MODEL_FILE)
     config = {"format": FORMAT, "step": step, "model": dataclasses.asdict(model_cfg), **(extra_config or {})}
     _write(directory / CONFIG_FILE,
-           lambda: (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8"))
+           lambda: (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8"),
+           shown_dir / CONFIG_FILE)
 
 
 def _state_tensors(state: Any, prefix: str = ""):
@@ -165,11 +169,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, mode
                               "infinity (training diverged; see --train.on_nonfinite)")
     final = root / f"step_{step:08d}"
     tmp = root / f"{PARTIAL_PREFIX}{final.name}-{os.getpid()}-{time.time_ns()}"
-    _write(tmp, tmp.mkdir)
+    _write(tmp, tmp.mkdir, final)
     try:
-        write_model_files(tmp, model, model_cfg, step, extra_config)
-        _write(tmp / TOKENIZER_DIR, lambda: shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR))
-        _write(tmp / STATE_FILE, lambda: _save_torch(trainer_state, tmp / STATE_FILE))
+        write_model_files(tmp, model, model_cfg, step, extra_config, shown_dir=final)
+        _write(tmp / TOKENIZER_DIR, lambda: shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR), final / TOKENIZER_DIR)
+        _write(tmp / STATE_FILE, lambda: _save_torch(trainer_state, tmp / STATE_FILE), final / STATE_FILE)
         if final.exists():  # re-saving the same step (e.g. after a rollback): move the old one aside first
             old = root / f"{PARTIAL_PREFIX}old-{final.name}-{os.getpid()}-{time.time_ns()}"
             os.replace(final, old)

@@ -235,11 +235,11 @@ def _pretrain(cfg: PretrainConfig, world, lock: Optional[RunLock], on_step: Opti
             metrics.write({"step": event.step, "nonfinite": True, "loss": event.loss, "grad_norm": event.grad_norm})
         newest = ckpt.latest_checkpoint(run_dir)
         if t.on_nonfinite == "rollback" and newest is not None and rollbacks < t.max_rollbacks:
-            scale = lr_scale * t.rollback_lr_factor
-            restore(newest)
-            rollbacks, lr_scale = rollbacks + 1, scale
+            count, scale = rollbacks + 1, lr_scale * t.rollback_lr_factor
+            restore(newest)  # (which sets the counters the checkpoint saved)
+            rollbacks, lr_scale = count, scale
             if metrics is not None:
-                drop_records_after(metrics.path, step)  # the rolled-back steps are trained again
+                metrics.drop_after(step)  # the rolled-back steps are trained and logged again
                 metrics.write({"step": step, "rollback": rollbacks, "lr_scale": lr_scale})
             progress.write(f"non-finite values at {event.describe()}: rolled back to {newest.name}, "
                            f"learning rate x{lr_scale:g} (rollback {rollbacks} of at most {t.max_rollbacks})")

@@ -208,6 +208,13 @@ class MetricsWriter:
         self._file.write(json.dumps(_jsonable(record), allow_nan=False) + "\n")
         self._file.flush()
 
+    def drop_after(self, step: int) -> int:
+        """`drop_records_after` on this file, which is reopened (the old one was replaced)."""
+        self._file.close()
+        dropped = drop_records_after(self.path, step)
+        self._file = self.path.open("a", encoding="utf-8")
+        return dropped
+
     def close(self) -> None:
         self._file.close()
 
