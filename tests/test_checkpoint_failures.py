@@ -10,6 +10,7 @@ import pickle
 import shutil
 import subprocess
 import uuid
+import warnings
 
 import pytest
 import torch
@@ -132,8 +133,11 @@ def test_a_trainer_state_that_would_run_code_is_refused_in_one_line(tiny_run, tm
             pickle.dump({"step": Payload()}, file)
 
     run, newest = _run_and_break(tiny_run, tmp_path, capsys, poison)
-    status, errors, output = run_cli(pretrain_args(tiny_run, run, max_steps=4), capsys)
+    with warnings.catch_warnings(record=True) as warned:  # what a user would see on stderr
+        warnings.simplefilter("always")
+        status, errors, output = run_cli(pretrain_args(tiny_run, run, max_steps=4), capsys)
     assert status == 2 and len(errors) == 1 and not marker.exists()
+    assert [str(w.message) for w in warned if "pickle" in str(w.message)] == []
     assert errors[0].startswith(f"lmforge pretrain: error: checkpoint '{newest}' has an unreadable "
                                 f"{ckpt.STATE_FILE} (")
     assert "please file an issue" not in output

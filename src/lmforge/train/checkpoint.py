@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -231,7 +232,10 @@ def load_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
     """The trainer state, loaded without running any pickled code, with every key a resume needs."""
     path = ckpt_dir / STATE_FILE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns (asking for an issue to be filed) about pickles it then refuses anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         # torch's refusal of a pickle that is more than tensors and containers is many lines long
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
