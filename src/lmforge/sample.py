@@ -24,6 +24,9 @@ class TextSampler:
         from lmforge.train.checkpoint import load_checkpoint
         from lmforge.train.parallel import World, resolve_device
 
+        from lmforge.models.blocks import packed_linear_mode
+
+        packed_linear_mode()  # a bad LMFORGE_PACKED_LINEAR fails here, before any output
         self.device = resolve_device(device, World())
         self.model, self.tokenizer, self.checkpoint_dir = load_checkpoint(checkpoint, self.device)
         if self.model.config.family == "bert":
