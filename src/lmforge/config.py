@@ -100,10 +100,10 @@ def at_least(low: int) -> Check:
                  {int: f"an integer >= {low}", float: f"a finite number >= {low}"})
 
 
-def at_most(high: int) -> Check:
-    """A non-negative integer <= ``high``."""
-    return Check(f"at_most({high})", lambda v: _number(v) and 0 <= v <= high,
-                 {int: f"an integer from 0 to {high}"})
+def between(low: int, high: int) -> Check:
+    """An integer from ``low`` to ``high`` (both included)."""
+    return Check(f"between({low}, {high})", lambda v: _number(v) and low <= v <= high,
+                 {int: f"an integer from {low:,} to {high:,}"})
 
 
 def zero_or_at_least(low: int) -> Check:
@@ -133,7 +133,11 @@ below_one = interval(0.0, 1.0, "[)")  # held-out fractions, dropout, Adam betas,
 open_unit = interval(0.0, 1.0, "()")  # a factor that must shrink and not vanish
 probability_mass = interval(0.0, 1.0, "(]")  # top_p
 # Seeds: numpy's default_rng and torch.manual_seed both take any integer in [0, 2**63).
-random_seed = at_most(2**63 - 1)
+random_seed = between(0, 2**63 - 1)
+# A tokenizer's vocabulary: the HF trainers reserve room for vocab_size entries up front (2**24
+# takes 60 MB; 10**12 aborts the process in Rust's allocator), so the size is bounded; 16.7M
+# is far above any real vocabulary (Llama 3: 128k).
+vocab_size_range = between(1, 2**24)
 
 
 def _header_value(value: Any) -> Union[bool, str]:
@@ -387,7 +391,7 @@ class TokenizerConfig:
         "SentencePiece Unigram/BPE, or character-level")
     input: str = _f("runs/quickstart/documents/train.jsonl", "JSONL documents to train on", check=path_text)
     out_dir: str = _f("runs/quickstart/tokenizer", "directory the tokenizer is saved to", check=writable_dir)
-    vocab_size: int = _f(4096, "vocabulary size including special tokens", check=positive)
+    vocab_size: int = _f(4096, "vocabulary size including special tokens", check=vocab_size_range)
     min_frequency: int = _f(2, "minimum pair/word frequency (BPE, WordPiece, word)", check=non_negative)
     max_train_bytes: int = _f(200_000_000, "sample at most this many bytes of text to train on", check=positive)
     lowercase: bool = _f(False, "lowercase text before tokenizing (WordPiece/word)")
@@ -495,7 +499,7 @@ class TrainConfig:
     eval_batches: int = _f(20, "micro-batches per periodic evaluation", check=positive)
     log_interval: int = _f(10, "log every N steps", check=positive)
     checkpoint_interval: int = _f(0, "save a checkpoint every N steps (0 = only at the end)", check=non_negative)
-    keep_last: int = _f(2, "keep this many most recent checkpoints", check=non_negative)
+    keep_last: int = _f(2, "keep this many most recent checkpoints (0 = keep them all)", check=non_negative)
     resume: bool = _f(True, "resume from the newest checkpoint in run_dir if there is one")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast dtype (fp16 adds a grad scaler)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...", check=device_name)
@@ -553,7 +557,7 @@ class GenerateConfig:
 
     checkpoint: str = _f("", "checkpoint directory (or a run directory: its newest checkpoint)", check=path_text)
     prompt: str = _f("", "text to continue")
-    max_new_tokens: int = _f(128, "tokens to generate", check=positive)
+    max_new_tokens: int = _f(128, "tokens to generate (0: print the prompt only)", check=non_negative)
     temperature: float = _f(0.8, "softmax temperature (0 = greedy)", check=non_negative)
     top_k: int = _f(0, "keep the k most likely tokens (0 = off)", check=non_negative)
     top_p: float = _f(1.0, "nucleus sampling: keep the smallest set with this much probability",
@@ -591,10 +595,10 @@ class QuickstartConfig:
     run_dir: str = _f("runs/quickstart", "everything goes under this directory", check=writable_dir)
     recipe: str = _f("", "pretrain recipe YAML (default: the packaged quickstart recipe)", check=path_text)
     max_documents: int = _f(0, "use at most this many stdlib files (0 = all)", check=non_negative)
-    vocab_size: int = _f(4096, "tokenizer vocabulary size", check=positive)
+    vocab_size: int = _f(4096, "tokenizer vocabulary size", check=vocab_size_range)
     prompts: list[str] = _f(["import os\n", "def parse_args(", "class Stack:\n    def __init__(self"],
                             "prompts to sample from at the end (no trailing space: BPE tokens carry it)")
-    max_new_tokens: int = _f(96, "tokens per sample", check=positive)
+    max_new_tokens: int = _f(96, "tokens per sample (0: the prompts only)", check=non_negative)
 
 
 # --------------------------------------------------------------------------- loading
@@ -688,10 +692,28 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
                 f"unknown config key '{prefix}{key}': {cls.__name__} has {', '.join(sorted(names))}")
     if cls is ModelConfig and values.get("preset"):
         values = _expand_preset(values, prefix)
+    values = {k: _section_defaults(cls, k, v) for k, v in values.items()}
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
     cfg = cls(**kwargs)
     _check_ranges(cfg, prefix, built=set(kwargs))
     return cfg
+
+
+def _section_defaults(cls: type, name: str, value: Any) -> Any:
+    """A section given in part keeps its own defaults: ``data run``'s input section defaults to
+    kind text and on_error skip, so ``--input.paths X`` alone reads text files, not the stdlib
+    (SourceConfig's class defaults). Only the fields where the section's default differs from
+    its class's are filled in, so a model section's preset still sees what the user gave."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    section = _hints(cls)[name]
+    if not (isinstance(value, dict) and dataclasses.is_dataclass(section)
+            and f.default_factory is not dataclasses.MISSING):  # type: ignore[misc]
+        return value
+    default, plain = f.default_factory(), section()  # type: ignore[misc]
+    differs = {g.name: getattr(default, g.name) for g in dataclasses.fields(section)
+               if getattr(default, g.name) != getattr(plain, g.name)}
+    differs = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in differs.items()}
+    return {**differs, **value}
 
 
 def _check_ranges(cfg: Any, prefix: str, built: set[str] = frozenset()) -> None:  # type: ignore[assignment]

@@ -110,6 +110,6 @@ def write_report_plot(stats: dict[str, Any], path: str) -> str:
     ax.set_title(f"drops by step and reason (read {stats['read']:,}, kept {stats['kept']:,})")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # PNG whatever the name ends in (report.inf, report)
     plt.close(fig)
     return path
