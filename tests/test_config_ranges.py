@@ -82,7 +82,7 @@ def test_positive_and_non_negative_integers():
     refused(C.EvaluateConfig, "batch_size", "0", "config key 'batch_size': expected an integer >= 1, got 0")
     refused(C.GenerateConfig, "num_samples", "0", "config key 'num_samples': expected an integer >= 1, got 0")
     accepted(C.PretrainConfig, "train.batch_size", "1", 1)
-    accepted(C.PretrainConfig, "train.batch_size", str(10**12), 10**12)  # large, but only a number at load
+    accepted(C.TrainConfig, "batch_size", str(10**6), 10**6)  # pretrain checks it against the memory
     for key in ("train.max_steps", "train.checkpoint_interval", "train.eval_interval", "train.max_rollbacks",
                 "train.keep_last"):  # 0 means "no limit", "only at the end", "none" or "keep all"
         accepted(C.PretrainConfig, key, "0", 0)
@@ -250,6 +250,14 @@ def test_training_state_per_parameter_depends_on_the_optimiser(monkeypatch):
     C.load_config(C.PretrainConfig, None, {**quick, "optim.name": "sgd", "optim.momentum": "0"})
     monkeypatch.setattr(C, "physical_memory", lambda: None)  # the OS does not say: no check
     C.load_config(C.PretrainConfig, None, {"model.dim": "100000000000"})
+
+
+def test_a_micro_batch_must_fit_in_memory():
+    with pytest.raises(ConfigError, match=r"^config key 'train.batch_size': the activations of a micro-batch of "
+                                          r"256,000,000,000,000 tokens \(at least\) need about [\d,.]+ TiB, more "
+                                          r"than this machine's [\d.,]+ GiB of memory: lower train.batch_size or "
+                                          r"train.seq_len$"):
+        C.load_config(C.PretrainConfig, None, {"train.batch_size": str(10**12)})
 
 
 def test_classifier_buckets_must_fit_in_memory():

@@ -23,6 +23,19 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
     assert apply_repetition_penalty(logits_BV, seen_BS, 1.0) is logits_BV
 
 
+def test_extreme_penalty_and_temperature_keep_sampling_finite():
+    """A repetition penalty of 1e-40 or 1e40 and a temperature of 1e-300 are in range (> 0):
+    the logits stay finite and a tiny temperature samples the likeliest token (its limit)."""
+    logits = torch.tensor([[3.0, -2.0, 1.0, 0.5]])
+    for penalty in (1e-40, 1e40):
+        penalised = apply_repetition_penalty(logits, torch.tensor([[0, 1]]), penalty)
+        assert bool(torch.isfinite(penalised).all())
+        assert int(sample_next_token(penalised, temperature=1.0, generator=torch.Generator().manual_seed(0))) in range(4)
+    for seed in range(5):
+        token = sample_next_token(logits, temperature=1e-300, generator=torch.Generator().manual_seed(seed))
+        assert int(token) == 0
+
+
 def test_top_k_keeps_the_k_largest():
     logits_BV = torch.tensor([[1.0, 3.0, 2.0, 0.0], [5.0, -1.0, 4.0, 6.0]])
     assert top_k_filter(logits_BV, 2).tolist() == [[-INF, 3.0, 2.0, -INF], [5.0, -INF, -INF, 6.0]]

@@ -346,7 +346,7 @@ class DataRunConfig:
     output: DataOutputConfig = field(default_factory=DataOutputConfig)
     executor: Literal["local", "ray"] = _f("local", "local: a process pool on this machine; "
                                                     "ray: tasks on a Ray cluster (pip install lmforge[ray])")
-    workers: int = _f(0, "parallel shard workers (0 = one per CPU core)", check=non_negative)
+    workers: int = _f(0, "parallel shard workers (0 = one per CPU core)", check=between(0, 1024))
     ray_address: str = _f("", "Ray cluster address ('' starts a local Ray instance)")
 
 
@@ -405,7 +405,7 @@ class EncodeConfig:
     tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer to encode with", check=path_text)
     out_dir: str = _f("runs/quickstart/shards", "where train.bin/.idx, val.bin/.idx and meta.json go",
                       check=writable_dir)
-    num_workers: int = _f(2, "tokenizer processes", check=positive)
+    num_workers: int = _f(2, "tokenizer processes (no more than one per CPU core are started)", check=positive)
     append_eos: bool = _f(True, "end every document with the eos token")
 
 
@@ -536,6 +536,13 @@ class PretrainConfig:
         else:
             per_parameter, what = 16, f"fp32 weights, gradients and two {self.optim.name} moments"
         check_model_fits(self.model, prefix + "model", per_parameter, what)
+        # A micro-batch keeps at least its token ids (inputs and targets, int64) and each layer's
+        # fp32 input for the backward pass: a lower bound, enough to refuse an absurd batch.
+        tokens = self.train.batch_size * self.train.seq_len
+        layers = self.model.num_layers + self.model.num_decoder_layers
+        check_fits_in_memory(f"{prefix}train.batch_size", f"the activations of a micro-batch of {tokens:,} tokens "
+                             f"(at least)", tokens * (16 + 4 * self.model.dim * layers),
+                             f"lower {prefix}train.batch_size or {prefix}train.seq_len")
 
 
 @dataclass

@@ -9,6 +9,7 @@ top-p. Each takes logits and returns new logits (the input is never modified).
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from typing import Callable, Iterator, Optional
 
@@ -26,7 +27,9 @@ def apply_repetition_penalty(logits_BV: torch.Tensor, token_ids_BS: torch.Tensor
         return logits_BV
     seen_BS = logits_BV.gather(1, token_ids_BS)
     seen_BS = torch.where(seen_BS > 0, seen_BS / penalty, seen_BS * penalty)
-    return logits_BV.scatter(1, token_ids_BS, seen_BS)
+    # An extreme penalty (1e-40, 1e40) would overflow to +-inf: keep the logits finite.
+    finfo = torch.finfo(seen_BS.dtype)
+    return logits_BV.scatter(1, token_ids_BS, seen_BS.clamp(finfo.min, finfo.max))
 
 
 def top_k_filter(logits_BV: torch.Tensor, k: int) -> torch.Tensor:
@@ -59,7 +62,15 @@ def sample_next_token(logits_BV: torch.Tensor, temperature: float = 1.0, top_k: 
     after the top-k and top-p filters. Returns int64 (B,)."""
     if temperature == 0:
         return logits_BV.argmax(dim=-1)
-    logits_BV = top_p_filter(top_k_filter(logits_BV / temperature, top_k), top_p)
+    scaled_BV = logits_BV / temperature
+    if not bool(torch.isfinite(scaled_BV).all()):
+        # A tiny temperature overflows logits / T to inf (and softmax to nan). Shifted by each
+        # row's maximum the scaled logits are <= 0: the likeliest tokens keep 0 (0 / T; nan when
+        # T underflows to 0 in the logits' dtype), the rest tend to -inf (probability 0): the
+        # limit the temperature approaches.
+        shifted_BV = logits_BV - logits_BV.max(dim=-1, keepdim=True).values
+        scaled_BV = (shifted_BV / temperature).nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    logits_BV = top_p_filter(top_k_filter(scaled_BV, top_k), top_p)
     return torch.multinomial(logits_BV.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
 

@@ -69,6 +69,7 @@ def _encode_in_worker(texts: list[str], dtype: str, eos_id: Optional[int]) -> En
 def _batch_encoder(tokenizer: Any, tokenizer_dir: str, num_workers: int, dtype: np.dtype,
                    eos_id: Optional[int]) -> Iterator[Callable[[Iterable[list[str]]], Iterator[Encoded]]]:
     """Yield a function mapping batches of texts to ``Encoded`` results, in order."""
+    num_workers = min(num_workers, os.cpu_count() or 1)  # more processes than cores bring nothing
     if num_workers <= 1:
         yield lambda batches: (encode_texts(tokenizer, texts, dtype, eos_id) for texts in batches)
         return
