@@ -12,8 +12,9 @@ directory a fresh copy of the fixture.
 
 The contract: nothing escapes ``main``, it returns 0 or 2, and on 2 stderr ends with exactly
 one line ``lmforge VERB: error: ...``; the only lines before it are the progress a command
-printed once it had started work (pretrain's log: errors at load come alone). A command still running after ``CASE_SECONDS`` is stopped
-(a private exception raised by SIGALRM) and counts as running, not as a failure.
+printed once it had started work (pretrain's log: errors at load come alone). A command still
+running after ``CASE_SECONDS`` is stopped (a private exception raised by SIGALRM) and counts
+as running, not as a failure.
 
 Safety: every value is made relative to the case directory (no leading '/' or '~', no
 '..'), so nothing is written outside it; ``executor: ray`` is never chosen (it would start a
@@ -235,11 +236,11 @@ def case_runner(fixture_template, tmp_path_factory):
         return code, out.getvalue(), err.getvalue()
 
     yield run
+    per_command = sorted((" ".join(k[1]), v) for k, v in STATS.items() if isinstance(k, tuple))
     print(f"\ntest_cli_fuzz: {sum(STATS[k] for k in ('ok', 'refused', 'timeout'))} cases in "
           f"{time.perf_counter() - started:.1f}s: {STATS['ok']} ran (exit 0), {STATS['refused']} refused "
-          f"with one error line (exit 2; {STATS['after progress']} after progress lines), {STATS['timeout']} stopped after {CASE_SECONDS:.0f}s; per command: "
-          + ", ".join(f"{' '.join(k[1])} {v}" for k, v in sorted((k, v) for k, v in STATS.items()
-                                                                  if isinstance(k, tuple))))
+          f"with one error line (exit 2; {STATS['after progress']} after progress lines), {STATS['timeout']} "
+          f"stopped after {CASE_SECONDS:.0f}s; per command: " + ", ".join(f"{k} {v}" for k, v in per_command))
 
 
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=FUZZ_SEED is None, database=None,

@@ -53,7 +53,8 @@ def accepted(cls, key: str, value, expected=None):
                                          ("1e999", "inf"), ("-inf", "-inf"), ("-.inf", "-inf"), ("0", "0.0"),
                                          ("-1e-3", "-0.001")])
 def test_positive_float_refuses_nan_infinities_zero_and_negatives(text, shown):
-    refused(C.PretrainConfig, "optim.lr", text, f"config key 'optim.lr': expected a positive finite number, got {shown}")
+    refused(C.PretrainConfig, "optim.lr", text,
+            f"config key 'optim.lr': expected a positive finite number, got {shown}")
 
 
 def test_every_float_is_finite():
@@ -123,7 +124,10 @@ def test_bounded_integers():
     refused(C.PretrainConfig, "train.seed", "-1", "config key 'train.seed': expected an integer from 0 to "
                                                   "9,223,372,036,854,775,807, got -1")
     refused(C.GenerateConfig, "seed", str(2**63), f"config key 'seed': expected an integer from 0 to "
-                                                  f"9,223,372,036,854,775,807, got {2**63}")
+                                                  f"9,223,372,036,854,775,807, got {2**63} (beyond a 64-bit integer)")
+    # every integer reaches torch, numpy or a tokenizer as 64 bits at most
+    refused(C.TokenizerConfig, "min_frequency", str(2**64), f"config key 'min_frequency': expected an integer >= 0, "
+                                                            f"got {2**64} (beyond a 64-bit integer)")
     accepted(C.GenerateConfig, "seed", str(2**63 - 1), 2**63 - 1)
     refused(C.TokenizerConfig, "vocab_size", str(10**12), "config key 'vocab_size': expected an integer from 1 to "
                                                           "16,777,216, got 1000000000000")
@@ -233,6 +237,11 @@ def test_a_model_that_cannot_fit_in_memory_is_refused_at_load():
                         r"\(model\.dim, model\.num_layers, model\.vocab_size, \.\.\.\)", message), message
     with pytest.raises(ConfigError, match="^config key 'model': the fp32 weights"):
         C.load_config(C.ModelConfig, None, {"num_layers": str(10**12)})
+    # a long context costs RoPE tables even in a small model
+    with pytest.raises(ConfigError, match=r"^config key 'model': the fp32 weights of this llama model "
+                                          r"\(3\.21e\+06 parameters\) and RoPE tables for "
+                                          r"1,152,921,504,606,846,976 positions need about"):
+        C.load_config(C.ModelConfig, None, {"max_seq_len": str(2**60)})
 
 
 def test_training_state_per_parameter_depends_on_the_optimiser(monkeypatch):
@@ -241,7 +250,7 @@ def test_training_state_per_parameter_depends_on_the_optimiser(monkeypatch):
     assert C.load_config(C.PretrainConfig, None, small).model.dim == 64
     quick = {"model.preset": "llama-quickstart", "model.vocab_size": "4096"}  # 4M parameters
     with pytest.raises(ConfigError, match=r"^config key 'model': the fp32 weights, gradients and two adamw moments "
-                                          r"of this llama model \(4e\+06 parameters\) need about 61\.0 MiB, more "
+                                          r"of this llama model \(4e\+06 parameters\) need about 61\.1 MiB, more "
                                           r"than this machine's 32\.0 MiB of memory"):
         C.load_config(C.PretrainConfig, None, quick)
     with pytest.raises(ConfigError, match="fp32 weights, gradients and SGD momentum .* 45.8 MiB"):

@@ -30,7 +30,8 @@ def test_extreme_penalty_and_temperature_keep_sampling_finite():
     for penalty in (1e-40, 1e40):
         penalised = apply_repetition_penalty(logits, torch.tensor([[0, 1]]), penalty)
         assert bool(torch.isfinite(penalised).all())
-        assert int(sample_next_token(penalised, temperature=1.0, generator=torch.Generator().manual_seed(0))) in range(4)
+        token = sample_next_token(penalised, temperature=1.0, generator=torch.Generator().manual_seed(0))
+        assert int(token) in range(4)
     for seed in range(5):
         token = sample_next_token(logits, temperature=1e-300, generator=torch.Generator().manual_seed(seed))
         assert int(token) == 0

@@ -252,17 +252,20 @@ def check_fits_in_memory(key: str, what: str, num_bytes: int, hint: str) -> None
 
 def check_model_fits(model: Any, key: str, bytes_per_parameter: int, what: str) -> None:
     """ConfigError naming ``key`` when ``bytes_per_parameter`` for each of ``model``'s parameters
-    (estimated by ``models.sizing.approx_parameters``, without building it) exceed the memory.
+    (estimated by ``models.sizing.approx_parameters``, without building it), plus its fp32 RoPE
+    tables, exceed the memory.
     A shape that does not resolve (dim not divisible by num_heads, ...) is left to the code that
     builds the model, which says what is wrong with it."""
-    from lmforge.models.sizing import approx_parameters
+    from lmforge.models.sizing import approx_parameters, rope_table_elements
 
     try:
         num_parameters = approx_parameters(model)
     except ConfigError:
         return
-    check_fits_in_memory(key, f"the {what} of this {model.family} model ({num_parameters:.3g} parameters)",
-                         bytes_per_parameter * num_parameters,
+    weights, tables = bytes_per_parameter * num_parameters, 4 * rope_table_elements(model)
+    with_tables = f" and RoPE tables for {model.max_seq_len:,} positions" if tables > weights / 10 else ""
+    check_fits_in_memory(key, f"the {what} of this {model.family} model ({num_parameters:.3g} parameters)"
+                         f"{with_tables}", weights + tables,
                          f"make it smaller ({key}.dim, {key}.num_layers, {key}.vocab_size, ...)")
 
 
@@ -756,6 +759,10 @@ def _check_field(value: Any, tp: Any, check: Optional[Check], key: str) -> None:
         for index, item in enumerate(value):
             _check_field(item, tp, check, f"{key}[{index}]")
         return
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        # Sizes and counts reach torch, numpy and the tokenizers as 64-bit integers at most.
+        raise ConfigError(f"config key '{key}': expected {check.describe(tp)}, got {_shown(value)} "
+                          f"(beyond a 64-bit integer)")
     problem = check.problem(value, tp)
     if problem is not None:
         raise ConfigError(f"config key '{key}': {problem}")

@@ -47,9 +47,9 @@ def count_parameters(model_or_cfg: Union[nn.Module, ModelConfig], include_embedd
 def approx_parameters(cfg: ModelConfig) -> int:
     """The parameters of ``cfg``'s weight matrices and embedding tables, by formula.
 
-    Norm gains, biases and T5's relative position tables are left out, so this is a lower
-    bound on ``count_parameters``, a fraction of a percent below it for real shapes (the presets
-    are checked in tests/test_config_ranges.py). Nothing is built, so any shape, even one no
+    Norm gains and biases are left out, so this is a lower bound on ``count_parameters``, a
+    fraction of a percent below it for real shapes (the presets are checked in
+    tests/test_config_ranges.py). Nothing is built, so any shape, even one no
     machine could hold, is counted at once: this is what the config loader uses to refuse a
     model that cannot fit in memory. ``cfg.vocab_size`` 0 (from the tokenizer) counts as 1.
     """
@@ -69,11 +69,21 @@ def approx_parameters(cfg: ModelConfig) -> int:
         cross = 2 * cfg.dim * width + 2 * cfg.dim * width
         total += cfg.num_layers * (attention + mlp) + (cfg.num_decoder_layers or cfg.num_layers) * (
             attention + cross + mlp)
+        total += 2 * cfg.relative_attention_num_buckets * cfg.num_heads  # a position bias table per stack
     else:
         total += cfg.num_layers * (attention + mlp)
     if cfg.family == "bert":
         total += cfg.type_vocab_size * cfg.dim + cfg.dim * cfg.dim  # segment table, MLM head's dense layer
     return total
+
+
+def rope_table_elements(cfg: ModelConfig) -> int:
+    """Elements of the RoPE cos/sin tables a rope family precomputes for every position (fp32,
+    buffers rather than parameters; 0 for other families), by formula like ``approx_parameters``."""
+    cfg = resolve_model_config(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, 1)))
+    if FAMILIES[cfg.family].positions != "rope":
+        return 0
+    return 2 * cfg.max_seq_len * (cfg.dim // cfg.num_heads)
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
