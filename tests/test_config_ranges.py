@@ -404,3 +404,17 @@ def test_errors_name_the_commands_own_options(finished_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"lmforge prepare: error: {bad}:1 is not valid JSON")
     assert err.endswith(": fix the line, or set on_error: skip (--source.on_error skip)\n")
+
+
+def test_t5_generation_refuses_a_decoder_cache_beyond_memory():
+    import torch
+
+    from lmforge.generate import generate_seq2seq
+    from lmforge.models import build_model
+    from lmforge.models.presets import resolve_model_config
+
+    model = build_model(resolve_model_config(C.ModelConfig(preset="t5-tiny")))
+    with pytest.raises(ConfigError, match=r"^config key 'max_new_tokens': the decoder key/value caches for "
+                                          r"1,000,000,000,000 new tokens need about [\d.,]+ TiB, more than this "
+                                          r"machine's [\d.,]+ GiB of memory: lower max_new_tokens$"):
+        next(generate_seq2seq(model, torch.tensor([[5, 6, 7]]), 10**12))

@@ -179,7 +179,7 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
     cfg = model.config
     cache_elements = (2 * (cfg.num_decoder_layers or cfg.num_layers) * batch_size * cfg.num_heads
                       * (cfg.head_dim or cfg.dim // cfg.num_heads) * max_new_tokens)
-    check_fits_in_memory("max_new_tokens", f"the decoder cache for {max_new_tokens:,} new tokens",
+    check_fits_in_memory("max_new_tokens", f"the decoder key/value caches for {max_new_tokens:,} new tokens",
                          4 * cache_elements, "lower max_new_tokens")
     was_training = model.training
     model.eval()
