@@ -267,6 +267,9 @@ def test_a_micro_batch_must_fit_in_memory():
                                           r"than this machine's [\d.,]+ GiB of memory: lower train.batch_size or "
                                           r"train.seq_len$"):
         C.load_config(C.PretrainConfig, None, {"train.batch_size": str(10**12)})
+    with pytest.raises(ConfigError, match=r"^config key 'train.grad_accum': the window offsets of an optimiser "
+                                          r"step of 32,000,000,000,000 sequences need about"):
+        C.load_config(C.PretrainConfig, None, {"train.grad_accum": str(2 * 10**12)})
 
 
 def test_classifier_buckets_must_fit_in_memory():

@@ -546,6 +546,11 @@ class PretrainConfig:
         check_fits_in_memory(f"{prefix}train.batch_size", f"the activations of a micro-batch of {tokens:,} tokens "
                              f"(at least)", tokens * (16 + 4 * self.model.dim * layers),
                              f"lower {prefix}train.batch_size or {prefix}train.seq_len")
+        # The sampler draws each optimiser step's window offsets at once (int64 per sequence).
+        sequences = self.train.batch_size * self.train.grad_accum
+        check_fits_in_memory(f"{prefix}train.grad_accum", f"the window offsets of an optimiser step of "
+                             f"{sequences:,} sequences", 8 * sequences,
+                             f"lower {prefix}train.grad_accum or {prefix}train.batch_size")
 
 
 @dataclass
