@@ -117,7 +117,9 @@ def _safe(dotted: str, value: str) -> str:
 
 def _values(tp: typing.Any) -> st.SearchStrategy[str]:
     strategies = [st.sampled_from(SPECIAL), st.text(max_size=40),
-                  st.integers(-10**31, 10**31).map(str), st.floats().map(repr)]
+                  st.integers(-10**31, 10**31).map(str), st.floats().map(repr),
+                  # near the edges of the ranges, so that more cases get past the load and run
+                  st.integers(-2, 70).map(str), st.floats(-0.5, 1.5).map(repr)]
     if _choices(tp):
         strategies.append(st.sampled_from(_choices(tp)))
     return st.one_of(*strategies)

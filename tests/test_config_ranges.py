@@ -421,3 +421,9 @@ def test_t5_generation_refuses_a_decoder_cache_beyond_memory():
                                           r"1,000,000,000,000 new tokens need about [\d.,]+ TiB, more than this "
                                           r"machine's [\d.,]+ GiB of memory: lower max_new_tokens$"):
         next(generate_seq2seq(model, torch.tensor([[5, 6, 7]]), 10**12))
+
+
+def test_at_least():
+    refused(C.PretrainConfig, "model.relative_attention_num_buckets", "3",
+            "config key 'model.relative_attention_num_buckets': expected an integer >= 4, got 3")
+    accepted(C.PretrainConfig, "model.relative_attention_num_buckets", "4", 4)

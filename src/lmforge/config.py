@@ -451,7 +451,7 @@ class ModelConfig:
     head_dim: int = _f(0, "t5: width of each attention head (0 = dim / num_heads; T5 v1.1 sizes differ)",
                        check=non_negative)
     relative_attention_num_buckets: int = _f(32, "t5: relative position buckets of the attention bias",
-                                             check=positive)
+                                             check=at_least(4))
     relative_attention_max_distance: int = _f(128, "t5: distances from this on share the last bucket", check=positive)
     feed_forward: Literal["relu", "gated-gelu"] = _f(
         "relu", "t5: MLP kind, relu (T5 v1.0) or gated-gelu (T5 v1.1, GEGLU with the tanh GELU)")
