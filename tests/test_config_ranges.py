@@ -427,3 +427,17 @@ def test_at_least():
     refused(C.PretrainConfig, "model.relative_attention_num_buckets", "3",
             "config key 'model.relative_attention_num_buckets': expected an integer >= 4, got 3")
     accepted(C.PretrainConfig, "model.relative_attention_num_buckets", "4", 4)
+
+
+def test_classifier_divergence_is_one_line(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{w} item {i}", "label": int(w == "spam")}) + "\n"
+                            for i in range(20) for w in ("spam", "ham")))
+    code = cli.main(["data", "train-classifier", "--data", str(data), "--out", str(tmp_path / "m.npz"),
+                     "--lr", "1e300", "--l2", "1e300"])
+    assert code == 2
+    assert capsys.readouterr().err == ("lmforge data train-classifier: error: config keys 'lr', 'l2': training "
+                                       "diverged with lr 1e+300 and l2 1e+300 (the weights overflowed float32): "
+                                       "lower --lr or --l2\n")

@@ -254,7 +254,12 @@ def train_classifier(cfg: ClassifierTrainConfig) -> dict[str, Any]:
     featuriser = Featuriser(cfg.num_buckets, cfg.word_ngrams, cfg.char_ngrams)
     features = [featuriser.features(t) for t in texts]
     train_features = [f for f, out in zip(features, held_out) if not out]
-    weights, bias = fit(train_features, train_labels, cfg.num_buckets, cfg.epochs, cfg.lr, cfg.l2, cfg.seed)
+    with np.errstate(over="ignore", invalid="ignore"):  # a divergence is reported below, in one line
+        weights, bias = fit(train_features, train_labels, cfg.num_buckets, cfg.epochs, cfg.lr, cfg.l2, cfg.seed)
+    limit = float(np.finfo(np.float32).max)  # the weights are kept as float32
+    if not (np.all(np.abs(weights) < limit) and abs(bias) < limit):
+        raise ConfigError(f"config keys 'lr', 'l2': training diverged with lr {cfg.lr} and l2 {cfg.l2} (the "
+                          f"weights overflowed float32): lower --lr or --l2")
     model = HashedNgramClassifier(featuriser, weights, bias, cfg.threshold)
     model.save(cfg.out)
 
