@@ -49,7 +49,8 @@ from lmforge import config as C
 CASE_SECONDS = 6.0  # a case still running after this long is stopped and counts as running
 # More cases for a longer hunt: LMFORGE_FUZZ_EXAMPLES=2000 (and LMFORGE_FUZZ_SEED=N for other
 # cases than the derandomized default's).
-MAX_EXAMPLES = int(os.environ.get("LMFORGE_FUZZ_EXAMPLES", "160"))
+# 800 cases take about 50 s on 2 cores (2026-12, Intel Xeon KVM).
+MAX_EXAMPLES = int(os.environ.get("LMFORGE_FUZZ_EXAMPLES", "800"))
 FUZZ_SEED = os.environ.get("LMFORGE_FUZZ_SEED")
 
 # Every command with options: its words and its config class.
@@ -88,8 +89,10 @@ SPECIAL = ["nan", "NaN", "inf", "-inf", ".nan", ".inf", "-.inf", "1e999", "-1e99
            "false", "[]", "{}", "[1, 2]", "{a: 1}", "- x", "a: b", "auto", "cpu", "cuda", "cuda:0", "cuda:7", "mps",
            "banana", "http://127.0.0.1:9/", "{step: clean}", "{step: nope}", *FIXTURE_NAMES]
 
-# Inputs that reach files owned by the loop/checkpoint change and end in a traceback there;
-# each is (command words, option, value). Empty: none found (see the report in the commit).
+# Inputs known to end in a traceback inside train/loop.py, train/checkpoint.py or sample.py
+# (owned by the loop/checkpoint change), skipped until fixed there: (command words, option,
+# value). None so far: over 10,000 cases (seeds 1-9) found none there that a load-time check
+# could not refuse.
 OWNED_ELSEWHERE: set[tuple[tuple[str, ...], str, str]] = set()  # owned by the loop/checkpoint change
 
 STATS: collections.Counter = collections.Counter()
