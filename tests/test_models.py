@@ -267,7 +267,7 @@ def test_resolution_is_idempotent_and_build_model_keeps_it():
 
 
 @pytest.mark.parametrize("cfg,message", [
-    (ModelConfig(preset="gpt5"), "unknown model preset 'gpt5': choose one of gpt2-tiny, llama-tiny"),
+    (ModelConfig(preset="gpt5"), "unknown model preset 'gpt5': choose one of .*gpt2-tiny, gpt2-quickstart"),
     (ModelConfig(preset="llama-quickstart"), "vocab_size is 0: it must come from the tokenizer"),
     (ModelConfig(vocab_size=10, dim=100, num_heads=3), r"dim \(100\) must be divisible by model.num_heads \(3\)"),
     (ModelConfig(vocab_size=10, num_heads=4, num_kv_heads=3),

@@ -1,32 +1,43 @@
-"""Language models (decoder-only families, the BERT encoder and the T5 encoder-decoder): shared blocks, family files, named presets.
+"""Language models (decoder-only families, the BERT encoder and the T5 encoder-decoder): shared blocks,
+registered families (``lmforge.models.families``), named presets.
 
-`build_model(cfg)` resolves the config against its preset and builds the `Transformer` (or, for
-family bert, `BertForMaskedLM`; for family t5, `T5Model`); `model.config` is the resolved config.
+`build_model(cfg, head)` resolves the config once and builds it with its family's builder;
+`model.config` is the resolved config.
 """
+
+from typing import Any, Optional
+
+from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.models.bert import (BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
                                  BertModel)
 from lmforge.models.blocks import BlockSpec
-from lmforge.models.presets import FAMILIES, PRESETS, resolve_model_config
-from lmforge.models.t5 import T5Cache, T5Model
+from lmforge.models.presets import resolve_model_config
+from lmforge.models.registry import Family, all_presets, families, get_family, register_family
 from lmforge.models.sizing import count_parameters, describe_presets, flops_per_token
+from lmforge.models.t5 import T5Cache, T5Model
 from lmforge.models.transformer import KVCache, Transformer
 
 
-def build_model(cfg: ModelConfig) -> Transformer | BertForMaskedLM | T5Model:
-    """The model for `cfg` (preset applied, derived fields filled), initialised on the current
-    default device; use `with torch.device("meta"):` to build without memory. Family bert
-    builds its pretraining model, `BertForMaskedLM`; family t5 the encoder-decoder with its LM
-    head, `T5Model`."""
+def build_model(cfg: ModelConfig, head: Optional[str] = None) -> nn.Module:
+    """The model for `cfg` (preset applied, derived fields filled) with head `head` (None = the
+    family's pretraining head: the causal LM of a decoder, BERT's masked LM, T5's seq2seq LM),
+    initialised on the current default device; use `with torch.device("meta"):` to build
+    without memory."""
     cfg = resolve_model_config(cfg)
-    if cfg.family == "bert":
-        return BertForMaskedLM(cfg)
-    if cfg.family == "t5":
-        return T5Model(cfg)
-    return Transformer(cfg)
+    family = get_family(cfg.family)
+    return family.build(cfg, family.heads[0] if head is None else family.check_head(head))
+
+
+def __getattr__(name: str) -> Any:
+    """``PRESETS``: every registered preset by name (read from the registry when asked for)."""
+    if name == "PRESETS":
+        return all_presets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification", "BertModel",
-           "BlockSpec", "FAMILIES", "KVCache", "PRESETS", "T5Cache", "T5Model", "Transformer", "build_model", "count_parameters",
-           "describe_presets", "flops_per_token", "resolve_model_config"]
+           "BlockSpec", "Family", "KVCache", "T5Cache", "T5Model", "Transformer", "all_presets", "build_model",
+           "count_parameters", "describe_presets", "families", "flops_per_token", "get_family", "register_family",
+           "resolve_model_config"]

@@ -11,21 +11,18 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models.presets import FAMILIES, PRESETS, resolve_model_config
-from lmforge.models.bert import BertForMaskedLM
-from lmforge.models.t5 import T5Model
-from lmforge.models.transformer import Transformer
+from lmforge.models.blocks import BlockSpec
+from lmforge.models.presets import resolve_model_config
+from lmforge.models.registry import all_presets, get_family
 
 
 def _meta_model(cfg: ModelConfig) -> nn.Module:
-    """The model with shapes only (no memory), so counting llama-1b costs nothing. Family bert:
-    the masked-LM model `build_model` makes (encoder + MLM head, no pooler); family t5: the
-    encoder-decoder with its head."""
+    """The model `build_model` makes (the family's pretraining head), with shapes only (no
+    memory), so counting llama-1b costs nothing."""
     cfg = resolve_model_config(cfg)
+    family = get_family(cfg.family)
     with torch.device("meta"):
-        if cfg.family == "t5":
-            return T5Model(cfg)
-        return BertForMaskedLM(cfg) if cfg.family == "bert" else Transformer(cfg)
+        return family.build(cfg, family.heads[0])
 
 
 def count_parameters(model_or_cfg: Union[nn.Module, ModelConfig], include_embeddings: bool = True) -> int:
@@ -52,36 +49,43 @@ def approx_parameters(cfg: ModelConfig) -> int:
     tests/test_config_ranges.py). Nothing is built, so any shape, even one no
     machine could hold, is counted at once: this is what the config loader uses to refuse a
     model that cannot fit in memory. ``cfg.vocab_size`` 0 (from the tokenizer) counts as 1.
+    The family's own formula where it has one (``Family.approx_parameters``), else that of a
+    stack of pre-norm blocks (`stack_parameters`).
     """
     cfg = resolve_model_config(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, 1)))
-    blocks = FAMILIES[cfg.family]
-    width = cfg.num_heads * (cfg.head_dim or cfg.dim // cfg.num_heads)  # query heads x head width
-    kv_width = cfg.num_kv_heads * (cfg.head_dim or cfg.dim // cfg.num_heads)
-    attention = 2 * cfg.dim * width + 2 * cfg.dim * kv_width  # q, o; k, v
-    gated = blocks.mlp in ("swiglu", "geglu") or (cfg.family == "t5" and cfg.feed_forward == "gated-gelu")
-    mlp = (3 if gated else 2) * cfg.dim * cfg.hidden_dim
-    total = cfg.vocab_size * cfg.dim  # token embeddings
-    if not cfg.tie_embeddings:
-        total += cfg.vocab_size * cfg.dim  # output head
+    family = get_family(cfg.family)
+    if family.approx_parameters is not None:
+        return family.approx_parameters(cfg)
+    return stack_parameters(cfg, family.blocks)
+
+
+def block_weights(cfg: ModelConfig, gated: bool) -> tuple[int, int]:
+    """(attention, MLP) weight-matrix parameters of one block: q, k, v, o and two (three when
+    ``gated``) MLP matrices."""
+    head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
+    width, kv_width = cfg.num_heads * head_dim, cfg.num_kv_heads * head_dim  # query heads, key/value heads
+    return 2 * cfg.dim * width + 2 * cfg.dim * kv_width, (3 if gated else 2) * cfg.dim * cfg.hidden_dim
+
+
+def embedding_parameters(cfg: ModelConfig, blocks: BlockSpec) -> int:
+    """The token table, an untied output head and learned positions."""
+    total = cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
     if blocks.positions == "learned":
         total += cfg.max_seq_len * cfg.dim
-    if cfg.family == "t5":
-        cross = 2 * cfg.dim * width + 2 * cfg.dim * width
-        total += cfg.num_layers * (attention + mlp) + (cfg.num_decoder_layers or cfg.num_layers) * (
-            attention + cross + mlp)
-        total += 2 * cfg.relative_attention_num_buckets * cfg.num_heads  # a position bias table per stack
-    else:
-        total += cfg.num_layers * (attention + mlp)
-    if cfg.family == "bert":
-        total += cfg.type_vocab_size * cfg.dim + cfg.dim * cfg.dim  # segment table, MLM head's dense layer
     return total
+
+
+def stack_parameters(cfg: ModelConfig, blocks: BlockSpec) -> int:
+    """`approx_parameters` of one stack of ``cfg.num_layers`` blocks with its embeddings and head."""
+    attention, mlp = block_weights(cfg, gated=blocks.mlp in ("swiglu", "geglu"))
+    return embedding_parameters(cfg, blocks) + cfg.num_layers * (attention + mlp)
 
 
 def rope_table_elements(cfg: ModelConfig) -> int:
     """Elements of the RoPE cos/sin tables a rope family precomputes for every position (fp32,
     buffers rather than parameters; 0 for other families), by formula like ``approx_parameters``."""
     cfg = resolve_model_config(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, 1)))
-    if FAMILIES[cfg.family].positions != "rope":
+    if get_family(cfg.family).blocks.positions != "rope":
         return 0
     return 2 * cfg.max_seq_len * (cfg.dim // cfg.num_heads)
 
@@ -101,7 +105,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     at every position as we do). The attention term is the same 12·L·H·Q·T: a bidirectional
     encoder computes every one of the T×T scores, so there it is exact, not a causal overcount.
 
-    Family t5 (encoder-decoder): FLOPs per *target* token when inputs and targets are both
+    Family t5 (encoder-decoder; its ``Family.attention_layers``): FLOPs per *target* token when inputs and targets are both
     `seq_len` long, so each target token brings one input token through the encoder: 6N
     over all matmul weights of both stacks and the head, and an attention term with the
     decoder layers counted twice (causal self-attention and cross-attention over the T inputs).
@@ -114,9 +118,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     if cfg.tie_embeddings:
         num_matmul_params += cfg.dim * cfg.vocab_size
     head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
-    attention_layers = cfg.num_layers
-    if cfg.family == "t5":
-        attention_layers += 2 * (cfg.num_decoder_layers or cfg.num_layers)
+    family = get_family(cfg.family)
+    attention_layers = family.attention_layers(cfg) if family.attention_layers is not None else cfg.num_layers
     return 6.0 * num_matmul_params + 12.0 * attention_layers * cfg.num_heads * head_dim * seq_len
 
 
@@ -138,7 +141,7 @@ def encoder_decoder_flops(cfg: ModelConfig, inputs_len: int, targets_len: int) -
     With T_in = T_out = T this is exactly T · `flops_per_token(cfg, T)`.
     """
     cfg = resolve_model_config(cfg)
-    if cfg.family != "t5":
+    if get_family(cfg.family).generation != "seq2seq":
         raise ConfigError(f"encoder_decoder_flops is for encoder-decoders (family t5), not {cfg.family!r}: "
                           "use flops_per_token")
     model = _meta_model(cfg)
@@ -161,7 +164,7 @@ def describe_presets(vocab_size_if_unset: int = 4096) -> str:
     header = ("preset", "family", "layers", "dim", "heads", "kv", "hidden", "vocab", "seq",
               "params", "non-emb", "GFLOP/token")
     rows = [header]
-    for name, values in PRESETS.items():
+    for name, values in all_presets().items():
         vocab_size = values.get("vocab_size", vocab_size_if_unset)
         cfg = resolve_model_config(ModelConfig(preset=name, vocab_size=vocab_size))
         rows.append((name, cfg.family, str(cfg.num_layers), str(cfg.dim), str(cfg.num_heads),
