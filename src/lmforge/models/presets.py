@@ -40,12 +40,7 @@ def resolve_model_config(cfg: ModelConfig, explicit_fields: Optional[Iterable[st
             k for k, v in values.items() if v != _DEFAULTS[k]}
         values = {**_DEFAULTS, **presets[cfg.preset], **{k: values[k] for k in explicit}}
 
-    family = get_family(values["family"])
-    if values["num_kv_heads"] == 0:
-        values["num_kv_heads"] = values["num_heads"]
-    if values["hidden_dim"] == 0:
-        values["hidden_dim"] = family.default_hidden_dim(ModelConfig(**values))
-    resolved = ModelConfig(**values)
+    resolved = get_family(values["family"]).with_derived_fields(ModelConfig(**values))
     _validate(resolved)
     return resolved
 

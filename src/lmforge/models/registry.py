@@ -6,13 +6,15 @@ its heads, its pretraining task, how it generates, its sizing terms and its Hugg
 mapping. Code elsewhere asks the family (``get_family(cfg.family).build(cfg, head)``) instead
 of branching on its name, so adding a family is adding one file that calls `register_family`.
 
-This module imports nothing from lmforge at module level but `lmforge.errors`, so
-`lmforge.config` can consult it (family names, presets) without an import cycle; the family
-files are imported on the first call to `families()`.
+This module imports nothing from lmforge but `lmforge.errors`, so `lmforge.config` can
+consult it (family names, presets, a model's size before it is built) without an import
+cycle; the family files are imported on the first call to `families()`. That is also why the
+parameter formulas live here rather than in `lmforge.models.sizing` (which builds models).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -50,7 +52,7 @@ class Family:
     - ``generation``: "causal" (a decoder continues a prompt), "seq2seq" (an encoder reads it,
       a decoder writes the answer) or None (does not generate text).
     - ``approx_parameters(cfg)`` / ``attention_layers(cfg)``: sizing terms where this family
-      differs from the pre-norm decoder stack (None = that stack's formula; see
+      differs from one stack of blocks (None = `stack_parameters` / ``cfg.num_layers``; see
       ``lmforge.models.sizing``).
     - ``hf``: the mapping to and from ``transformers`` (an ``lmforge.interop.hf.HFMapping``),
       None when the family has no HF counterpart.
@@ -69,6 +71,23 @@ class Family:
     approx_parameters: Optional[Callable[["ModelConfig"], int]] = None
     attention_layers: Optional[Callable[["ModelConfig"], int]] = None
     hf: Any = None
+
+    def with_derived_fields(self, cfg: "ModelConfig") -> "ModelConfig":
+        """``cfg`` with its 0-means-derived fields filled: ``num_kv_heads`` 0 -> ``num_heads``,
+        ``hidden_dim`` 0 -> ``default_hidden_dim``."""
+        cfg = dataclasses.replace(cfg, num_kv_heads=cfg.num_kv_heads or cfg.num_heads)
+        return dataclasses.replace(cfg, hidden_dim=cfg.hidden_dim or self.default_hidden_dim(cfg))
+
+    def estimate_parameters(self, cfg: "ModelConfig") -> int:
+        """Weight-matrix and embedding parameters by formula (``sizing.approx_parameters``),
+        for a config with its derived fields filled; nothing is checked or built."""
+        if self.approx_parameters is not None:
+            return self.approx_parameters(cfg)
+        return stack_parameters(cfg, self.blocks)
+
+    def rope_table_elements(self, cfg: "ModelConfig") -> int:
+        """Elements of the fp32 RoPE cos/sin tables precomputed for every position (0 without RoPE)."""
+        return 2 * cfg.max_seq_len * (cfg.dim // cfg.num_heads) if self.blocks.positions == "rope" else 0
 
     def check_head(self, head: str) -> str:
         """``head`` if this family has it, else ConfigError naming the ones it has."""
@@ -126,3 +145,28 @@ def get_family(name: str) -> Family:
 def all_presets() -> dict[str, dict[str, Any]]:
     """Every family's presets by name (each a dict of ``ModelConfig`` fields, ``family`` included)."""
     return {name: dict(values) for family in families().values() for name, values in family.presets.items()}
+
+
+# --------------------------------------------------------------------------- parameter formulas
+
+
+def block_weights(cfg: "ModelConfig", gated: bool) -> tuple[int, int]:
+    """(attention, MLP) weight-matrix parameters of one block: q, k, v, o and two (three when
+    ``gated``) MLP matrices."""
+    head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
+    width, kv_width = cfg.num_heads * head_dim, cfg.num_kv_heads * head_dim  # query heads, key/value heads
+    return 2 * cfg.dim * width + 2 * cfg.dim * kv_width, (3 if gated else 2) * cfg.dim * cfg.hidden_dim
+
+
+def embedding_parameters(cfg: "ModelConfig", blocks: "BlockSpec") -> int:
+    """The token table, an untied output head and learned positions."""
+    total = cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
+    if blocks.positions == "learned":
+        total += cfg.max_seq_len * cfg.dim
+    return total
+
+
+def stack_parameters(cfg: "ModelConfig", blocks: "BlockSpec") -> int:
+    """The parameters by formula of one stack of ``cfg.num_layers`` blocks with its embeddings and head."""
+    attention, mlp = block_weights(cfg, gated=blocks.mlp in ("swiglu", "geglu"))
+    return embedding_parameters(cfg, blocks) + cfg.num_layers * (attention + mlp)

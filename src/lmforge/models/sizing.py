@@ -11,7 +11,6 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models.blocks import BlockSpec
 from lmforge.models.presets import resolve_model_config
 from lmforge.models.registry import all_presets, get_family
 
@@ -49,45 +48,18 @@ def approx_parameters(cfg: ModelConfig) -> int:
     tests/test_config_ranges.py). Nothing is built, so any shape, even one no
     machine could hold, is counted at once: this is what the config loader uses to refuse a
     model that cannot fit in memory. ``cfg.vocab_size`` 0 (from the tokenizer) counts as 1.
-    The family's own formula where it has one (``Family.approx_parameters``), else that of a
-    stack of pre-norm blocks (`stack_parameters`).
+    The family's own formula where it has one (``Family.approx_parameters``), else that of one
+    stack of blocks (``registry.stack_parameters``).
     """
     cfg = resolve_model_config(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, 1)))
-    family = get_family(cfg.family)
-    if family.approx_parameters is not None:
-        return family.approx_parameters(cfg)
-    return stack_parameters(cfg, family.blocks)
-
-
-def block_weights(cfg: ModelConfig, gated: bool) -> tuple[int, int]:
-    """(attention, MLP) weight-matrix parameters of one block: q, k, v, o and two (three when
-    ``gated``) MLP matrices."""
-    head_dim = cfg.head_dim or cfg.dim // cfg.num_heads
-    width, kv_width = cfg.num_heads * head_dim, cfg.num_kv_heads * head_dim  # query heads, key/value heads
-    return 2 * cfg.dim * width + 2 * cfg.dim * kv_width, (3 if gated else 2) * cfg.dim * cfg.hidden_dim
-
-
-def embedding_parameters(cfg: ModelConfig, blocks: BlockSpec) -> int:
-    """The token table, an untied output head and learned positions."""
-    total = cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
-    if blocks.positions == "learned":
-        total += cfg.max_seq_len * cfg.dim
-    return total
-
-
-def stack_parameters(cfg: ModelConfig, blocks: BlockSpec) -> int:
-    """`approx_parameters` of one stack of ``cfg.num_layers`` blocks with its embeddings and head."""
-    attention, mlp = block_weights(cfg, gated=blocks.mlp in ("swiglu", "geglu"))
-    return embedding_parameters(cfg, blocks) + cfg.num_layers * (attention + mlp)
+    return get_family(cfg.family).estimate_parameters(cfg)
 
 
 def rope_table_elements(cfg: ModelConfig) -> int:
     """Elements of the RoPE cos/sin tables a rope family precomputes for every position (fp32,
     buffers rather than parameters; 0 for other families), by formula like ``approx_parameters``."""
     cfg = resolve_model_config(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, 1)))
-    if get_family(cfg.family).blocks.positions != "rope":
-        return 0
-    return 2 * cfg.max_seq_len * (cfg.dim // cfg.num_heads)
+    return get_family(cfg.family).rope_table_elements(cfg)
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

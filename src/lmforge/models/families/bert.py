@@ -7,9 +7,9 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models import bert, sizing
+from lmforge.models import bert
 from lmforge.models.families._decoder import check_one_stack
-from lmforge.models.registry import Family, register_family
+from lmforge.models.registry import Family, register_family, stack_parameters
 
 HEAD_CLASSES = {"masked_lm": bert.BertForMaskedLM, "sequence_classification": bert.BertForSequenceClassification,
                 "token_classification": bert.BertForTokenClassification}
@@ -37,7 +37,7 @@ def validate(cfg: ModelConfig) -> None:
 
 def approx_parameters(cfg: ModelConfig) -> int:
     """The encoder stack plus the segment table and the MLM head's dense layer."""
-    return sizing.stack_parameters(cfg, bert.BLOCKS) + cfg.type_vocab_size * cfg.dim + cfg.dim * cfg.dim
+    return stack_parameters(cfg, bert.BLOCKS) + cfg.type_vocab_size * cfg.dim + cfg.dim * cfg.dim
 
 
 FAMILY = register_family(Family(

@@ -7,8 +7,8 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models import sizing, t5
-from lmforge.models.registry import Family, register_family
+from lmforge.models import t5
+from lmforge.models.registry import Family, block_weights, embedding_parameters, register_family
 
 _T5 = {"family": "t5", "bias": False, "norm_eps": 1e-6, "tie_embeddings": True, "feed_forward": "relu"}
 _T5_V1_1 = {**_T5, "tie_embeddings": False, "feed_forward": "gated-gelu"}
@@ -57,10 +57,10 @@ def attention_layers(cfg: ModelConfig) -> int:
 def approx_parameters(cfg: ModelConfig) -> int:
     """Both stacks (decoder layers with cross-attention), the shared embedding and head, and a
     relative position bias table per stack."""
-    attention, mlp = sizing.block_weights(cfg, gated=cfg.feed_forward == "gated-gelu")
+    attention, mlp = block_weights(cfg, gated=cfg.feed_forward == "gated-gelu")
     width = cfg.num_heads * (cfg.head_dim or cfg.dim // cfg.num_heads)
     cross = 4 * cfg.dim * width
-    return (sizing.embedding_parameters(cfg, t5.BLOCKS) + cfg.num_layers * (attention + mlp)
+    return (embedding_parameters(cfg, t5.BLOCKS) + cfg.num_layers * (attention + mlp)
             + decoder_layers(cfg) * (attention + cross + mlp) + 2 * cfg.relative_attention_num_buckets * cfg.num_heads)
 
 
