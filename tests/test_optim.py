@@ -175,3 +175,62 @@ def test_state_dict_round_trip_gives_identical_next_steps(name):
 def test_bad_values_are_config_errors(field, value):
     with pytest.raises(ConfigError, match=f"optim.{field}"):
         build_optimizer(TinyLM(tie=True), OptimConfig(**{field: value}))
+
+
+class Stack(nn.Module):
+    """An embedding, three blocks in a ModuleList, a final norm and an untied head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.blocks = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 10, bias=False)
+
+
+def test_layer_wise_decay_scales_by_hand():
+    """L = 3 blocks, decay 0.5: depth d trains at 0.5 ** (L + 1 - d); embeddings depth 0, blocks 1..3,
+    the output end (final norm, head) depth 4."""
+    from lmforge.train.optim import lr_scales
+
+    scales = lr_scales(Stack(), layer_decay=0.5)
+    assert scales == {"embed.weight": 0.0625,
+                      "blocks.0.weight": 0.125, "blocks.0.bias": 0.125,
+                      "blocks.1.weight": 0.25, "blocks.1.bias": 0.25,
+                      "blocks.2.weight": 0.5, "blocks.2.bias": 0.5,
+                      "norm.weight": 1.0, "norm.bias": 1.0, "head.weight": 1.0}
+    with_module = lr_scales(Stack(), layer_decay=0.5, module_scales={"head.*": 10.0, "blocks.2.*": 2.0})
+    assert with_module["head.weight"] == 10.0 and with_module["blocks.2.weight"] == 1.0
+    assert with_module["blocks.1.weight"] == 0.25
+    assert set(lr_scales(Stack()).values()) == {1.0}
+
+
+def test_groups_carry_the_scales_and_the_learning_rate_follows_them():
+    from lmforge.train.step import set_learning_rate
+
+    model = Stack()
+    opt = build_optimizer(model, OptimConfig(layer_lr_decay=0.5, module_lr_scales={"head.*": 3.0}))
+    set_learning_rate(opt, 0.01)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    by_name = dict(model.named_parameters())
+    assert lr_of[id(by_name["embed.weight"])] == pytest.approx(0.01 * 0.0625)
+    assert lr_of[id(by_name["blocks.0.weight"])] == pytest.approx(0.01 * 0.125)
+    assert lr_of[id(by_name["blocks.2.bias"])] == pytest.approx(0.01 * 0.5)
+    assert lr_of[id(by_name["head.weight"])] == pytest.approx(0.03)
+    assert lr_of[id(by_name["norm.weight"])] == pytest.approx(0.01)
+    decay = [g for g in opt.param_groups if g["name"] == "decay"]
+    assert [g["lr_scale"] for g in decay] == [0.125, 0.25, 0.5, 3.0]  # one group per scale, weight decay kept
+    assert all(g["weight_decay"] == OptimConfig().weight_decay for g in decay)
+    plain = build_optimizer(TinyLM(tie=True), OptimConfig())
+    assert [(g["name"], g["lr_scale"]) for g in plain.param_groups] == [("decay", 1.0), ("embedding", 1.0),
+                                                                        ("vector", 1.0)]
+
+
+def test_module_lr_scales_are_checked_at_load():
+    from lmforge import config as C
+
+    with pytest.raises(ConfigError, match=r"^config key 'optim.module_lr_scales.output\.\*': expected a positive "
+                                          r"finite number, got -1$"):
+        C.load_config(C.PretrainConfig, None, {"optim.module_lr_scales": "{'output.*': -1}"})
+    with pytest.raises(ConfigError, match=r"^config key 'optim.layer_lr_decay': expected a number in \(0, 1\]"):
+        C.load_config(C.PretrainConfig, None, {"optim.layer_lr_decay": "1.5"})

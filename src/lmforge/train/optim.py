@@ -9,11 +9,16 @@ left off:
   pull rare tokens' vectors towards 0 between occurrences. A tied output head is the same
   ``Parameter`` object as the input embedding, so it is found by identity and also left
   undecayed (and, being one object, is optimised once).
+
+Every group also carries ``lr_scale``: the loop sets ``group["lr"] = lr * group["lr_scale"]``
+(times the rollback factor). `lr_scales` fills it in for layer-wise learning-rate decay and
+per-module rates; parameters with different scales go into different groups.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import fnmatch
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +48,55 @@ def group_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
         else:
             groups[VECTOR].append((name, param))
     return groups
+
+
+def block_depths(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Each trainable parameter's depth, and the number of blocks L, for layer-wise decay.
+
+    Blocks are the entries of the model's ``nn.ModuleList``s, stacked in registration order
+    (T5: the encoder's, then the decoder's): block k (0-based over all of them) has depth k + 1.
+    A parameter outside the blocks takes the depth of the blocks registered before it: 0 for
+    the embeddings (and their norm or position bias) before the first block, L + 1 for the
+    final norm and output head after the last. A tied head is the embedding (depth 0).
+    """
+    block_of: dict[str, int] = {}  # "layers.3." -> block number
+    for list_name, blocks in model.named_modules():
+        inside_a_block = any(f"{list_name}.".startswith(prefix) for prefix in block_of)
+        if isinstance(blocks, nn.ModuleList) and not inside_a_block:
+            for index in range(len(blocks)):
+                block_of[f"{list_name}.{index}." if list_name else f"{index}."] = len(block_of)
+    num_blocks = len(block_of)
+    depths, seen = {}, 0
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        block = next((k for prefix, k in block_of.items() if name.startswith(prefix)), None)
+        if block is not None:
+            seen = block + 1
+            depths[name] = block + 1
+        else:
+            depths[name] = num_blocks + 1 if seen == num_blocks else seen
+    return depths, num_blocks
+
+
+def lr_scales(model: nn.Module, layer_decay: float = 1.0,
+              module_scales: Optional[dict[str, float]] = None) -> dict[str, float]:
+    """The learning-rate multiplier of every trainable parameter, by name.
+
+    Layer-wise decay (Howard & Ruder 2018, ULMFiT's discriminative fine-tuning; Clark et al.
+    2020, ELECTRA; Bao et al. 2022, BEiT): a parameter at depth d of L blocks (`block_depths`)
+    trains at ``layer_decay ** (L + 1 - d)``: the output end at 1, the top block at
+    ``layer_decay``, the embeddings at ``layer_decay ** (L + 1)``, so the general features
+    low in the network move least. Then the first pattern of ``module_scales`` (fnmatch on the
+    parameter name) that matches multiplies it.
+    """
+    depths, num_blocks = block_depths(model)
+    scales = {}
+    for name, depth in depths.items():
+        scale = layer_decay ** (num_blocks + 1 - depth) if layer_decay != 1.0 else 1.0
+        pattern = next((p for p in (module_scales or {}) if fnmatch.fnmatchcase(name, p)), None)
+        scales[name] = scale * float(module_scales[pattern]) if pattern is not None else scale
+    return scales
 
 
 def _check(cfg: OptimConfig) -> None:
@@ -79,15 +133,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str = "cpu"
       parameters it excludes from decay).
 
     Groups carry a ``name`` key (decay / embedding / vector) so a saved optimiser state reads
-    clearly; empty groups are omitted. The training loop overwrites ``lr`` every step.
+    clearly, and an ``lr_scale`` (`lr_scales`: layer-wise decay, per-module rates); each kind
+    is split by scale, in order of first appearance; empty groups are omitted. The training
+    loop overwrites ``lr`` every step.
     """
     _check(cfg)
-    named = group_parameters(model)
-    groups: list[dict[str, Any]] = []
-    for name, members in named.items():
-        if members:
-            groups.append({"name": name, "params": [p for _, p in members],
-                           "weight_decay": cfg.weight_decay if name == DECAY else 0.0})
+    groups = parameter_groups(model, cfg)
     if not groups:
         raise ConfigError("the model has no trainable parameters: nothing to optimise")
     betas = (cfg.beta1, cfg.beta2)
@@ -103,6 +154,20 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str = "cpu"
             group["trust_ratio"] = group["name"] != VECTOR
         return Lamb(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
     raise ConfigError(f"optim.name '{cfg.name}' is unknown: use sgd, adam, adamw or lamb")
+
+
+def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """The optimiser's groups: one per (kind, learning-rate scale), with its weight decay."""
+    scales = lr_scales(model, cfg.layer_lr_decay, cfg.module_lr_scales)
+    groups: list[dict[str, Any]] = []
+    for kind, members in group_parameters(model).items():
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for name, param in members:
+            by_scale.setdefault(scales[name], []).append(param)
+        for scale, params in by_scale.items():
+            groups.append({"name": kind, "params": params, "lr_scale": scale,
+                           "weight_decay": cfg.weight_decay if kind == DECAY else 0.0})
+    return groups
 
 
 class Lamb(torch.optim.Optimizer):
