@@ -17,6 +17,7 @@ from lmforge.train import checkpoint as ckpt
 from lmforge.train import loop
 from lmforge.train.nonfinite import NonFinite, NonFiniteGuard
 from lmforge.train.schedule import lr_at
+from lmforge.train.tasks import CausalLMTask
 from run_safety_helpers import pretrain_args, records, run_cli, training_steps
 
 
@@ -26,25 +27,18 @@ def all_finite(ckpt_dir) -> bool:
 
 @pytest.fixture
 def nan_at(monkeypatch):
-    """`nan_at(calls)`: the task's loss is NaN at those loss calls (1-based; one call per step here)."""
+    """`nan_at(calls)`: the causal-LM task's loss is NaN at those loss calls (1-based; one call per step here)."""
 
     def install(calls) -> list[int]:
         seen: list[int] = []
-        real_task_for = loop.task_for
+        real_loss = CausalLMTask.loss
 
-        def task_for(*args, **kwargs):
-            task = real_task_for(*args, **kwargs)
-            real_loss = task.loss
+        def loss(self, model, batch):
+            value, metrics = real_loss(self, model, batch)
+            seen.append(len(seen) + 1)
+            return (value * math.nan if seen[-1] in calls else value), metrics
 
-            def loss(model, batch):
-                value, metrics = real_loss(model, batch)
-                seen.append(len(seen) + 1)
-                return (value * math.nan if seen[-1] in calls else value), metrics
-
-            task.loss = loss
-            return task
-
-        monkeypatch.setattr(loop, "task_for", task_for)
+        monkeypatch.setattr(CausalLMTask, "loss", loss)
         return seen
 
     return install

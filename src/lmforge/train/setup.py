@@ -1,0 +1,106 @@
+"""Set-up of a training run: tokenizer, task, model, data, optimiser, from a `PretrainConfig`.
+
+`build_training` is the one place a run's parts are made, so recipes with their own loop (an
+RL rollout loop, an adversarial inner loop, distillation with a teacher) build theirs here and
+step them with `step.optimizer_step`, instead of copying this code. The order matters for
+exact reproduction: the torch seed is set just before the model is built, so its init is a
+function of ``train.seed`` alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from lmforge.config import ModelConfig, PretrainConfig, TaskConfig
+from lmforge.errors import ConfigError
+from lmforge.train.init_from import InitSource, read_init_source, source_model_config
+from lmforge.train.parallel import World, resolve_device, wrap_data_parallel
+from lmforge.train.tasks import Task, TaskContext, TaskData, TaskSpec, default_task, options_dict, task_options, task_spec
+
+
+@dataclass
+class Training:
+    """Everything a run trains with. ``train_model`` is what the forward pass calls (the model,
+    wrapped for data parallelism and compiled when asked); ``model`` is the bare module that
+    checkpoints save and evaluation uses."""
+
+    cfg: PretrainConfig
+    world: World
+    device: torch.device
+    tokenizer: Any
+    model_cfg: ModelConfig
+    model: torch.nn.Module
+    train_model: torch.nn.Module
+    task_cfg: TaskConfig  # the task's name and every option, as saved
+    task: Task
+    data: TaskData
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    init_source: Optional[InitSource] = None  # train.init_from, when given
+
+
+def resolve_task(cfg: PretrainConfig) -> tuple[TaskSpec, TaskConfig]:
+    """The run's task (``task.name``, or the model family's default) and its options checked and
+    filled in; a bad name or option is one ConfigError line naming its key."""
+    spec = task_spec(cfg.task.name or default_task(cfg.model.family))
+    return spec, TaskConfig(name=spec.name, options=options_dict(task_options(spec, cfg.task.options)))
+
+
+def _model_config(cfg: PretrainConfig, tokenizer: Any, spec: TaskSpec, source: Optional[InitSource]) -> ModelConfig:
+    """The resolved model config: the source's with ``train.init_from``, else ``model.*`` with the
+    vocabulary sized to the tokenizer plus the ids the task adds."""
+    from lmforge.models import resolve_model_config
+
+    t = cfg.train
+    if source is not None:
+        model_cfg = source_model_config(cfg.model, source)
+    else:
+        model_cfg = resolve_model_config(dataclasses.replace(
+            cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size + spec.task_cls.extra_vocab))
+    where = f"train.init_from '{t.init_from}' has" if source is not None else "config key 'model.vocab_size':"
+    if model_cfg.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"{where} {model_cfg.vocab_size} embeddings, fewer than the tokenizer's "
+                          f"{tokenizer.vocab_size} ids; set model.vocab_size to 0 to take the tokenizer's"
+                          if source is None else f"{where} {model_cfg.vocab_size} embeddings, fewer than the "
+                          f"tokenizer's {tokenizer.vocab_size} ids: pass the tokenizer it was trained with")
+    if t.seq_len > model_cfg.max_seq_len:
+        raise ConfigError(f"config key 'train.seq_len': {t.seq_len} exceeds model.max_seq_len "
+                          f"{model_cfg.max_seq_len}; lower it or raise model.max_seq_len")
+    return model_cfg
+
+
+def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False) -> Training:
+    """Build every part of a run on its device. With ``train.init_from`` the model config is the
+    source's, and the model starts from its weights unless ``resuming`` (the run's own checkpoint
+    then replaces them); the optimiser is always fresh."""
+    from lmforge.models import build_model
+    from lmforge.tokenize import load_tokenizer
+    from lmforge.train.optim import build_optimizer
+
+    t = cfg.train
+    device = resolve_device(t.device, world)
+    tokenizer = load_tokenizer(t.tokenizer_dir)
+    spec, task_cfg = resolve_task(cfg)
+    source = read_init_source(t.init_from, tokenizer, t.tokenizer_dir) if t.init_from else None
+    model_cfg = _model_config(cfg, tokenizer, spec, source)
+    task = spec.task_cls.build(task_options(spec, task_cfg.options), TaskContext(tokenizer, model_cfg))
+    data = task.open_data(t, world)
+    torch.manual_seed(t.seed)
+    model = build_model(model_cfg)
+    if source is not None and not resuming:
+        source.load_into(model)
+    model = model.to(device)
+    return Training(cfg, world, device, tokenizer, model_cfg, model, model, task_cfg, task, data,
+                    build_optimizer(model, cfg.optim, device.type),
+                    torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"), source)
+
+
+def wrap_for_training(training: Training) -> None:
+    """Data parallelism (DDP over the world) and ``torch.compile`` when asked, applied from outside."""
+    training.train_model = wrap_data_parallel(training.model, training.world, training.device)
+    if training.cfg.train.compile:
+        training.train_model = torch.compile(training.train_model)
