@@ -151,3 +151,31 @@ def test_t5_checkpoint_evaluates_spans_and_generates(capsys, tiny_run, tmp_path)
     code, out, _ = run_cli(capsys, "generate", run, "--prompt", "def alpha(", "--max_new_tokens", "8",
                            "--temperature", "0", "--device", "cpu")
     assert code == 0 and out.startswith("def alpha(")
+
+
+def test_tasks_lists_every_task_with_its_options(capsys):
+    from lmforge.train.tasks import registered_tasks
+
+    code, out, _ = run_cli(capsys, "tasks")
+    assert code == 0
+    for name, spec in registered_tasks().items():
+        assert f"{name}  {spec.summary}" in out
+    assert "    mask_prob: 0.15  " in out and "    fused_loss: True  " in out and "    noise_density: 0.15  " in out
+
+
+def test_evaluate_uses_the_task_and_options_the_checkpoint_names(capsys, tiny_run, tmp_path):
+    from lmforge.evaluate import checkpoint_task
+    from lmforge.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    run = tmp_path / "run"
+    code, _out, _err = run_cli(capsys, "pretrain", "--model.preset", "bert-tiny", "--model.vocab_size", "0",
+                               "--model.max_seq_len", "32", "--task.options", "{mask_prob: 0.3}",
+                               "--train.shards_dir", tiny_run["shards"], "--train.tokenizer_dir", tiny_run["tokenizer"],
+                               "--train.run_dir", run, "--train.seq_len", "32", "--train.batch_size", "4",
+                               "--train.max_steps", "2", "--train.device", "cpu")
+    assert code == 0
+    model, tokenizer, ckpt_dir = load_checkpoint(latest_checkpoint(run))
+    task = checkpoint_task(ckpt_dir, model.config, tokenizer)
+    assert (task.name, task.mask_prob) == ("masked_lm", 0.3)
+    code, out, _ = run_cli(capsys, "evaluate", run, "--data", tiny_run["shards"], "--device", "cpu")
+    assert code == 0 and "masked_lm_masked_accuracy" in json.loads(out.strip().splitlines()[-1])

@@ -1,4 +1,4 @@
-"""Training tasks: batches are a pure function of (tokens, offsets, seed)."""
+"""Training tasks: the registry, options checked like configs, batches a pure function of (tokens, offsets, seed)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.train.tasks import CausalLMTask, MaskedLMTask, task_for
+from lmforge.train.tasks import (CausalLMTask, MaskedLMTask, SpanCorruptionTask, TaskContext, build_task,
+                                 registered_tasks)
 
 
 class FakeTokenizer:
@@ -37,17 +38,39 @@ def test_masked_lm_batch_depends_only_on_its_seed():
     assert torch.equal(a["inputs"][~labelled], windows[~labelled])  # unselected tokens untouched
 
 
-def test_task_for_unknown_family():
-    cfg = ModelConfig(family="llama")
-    assert isinstance(task_for(cfg, FakeTokenizer()), CausalLMTask)
-    object.__setattr__(cfg, "family", "whisper")
-    with pytest.raises(ConfigError, match="has no pretraining task"):
-        task_for(cfg, FakeTokenizer())
+def test_the_three_pretraining_tasks_are_registered_with_their_options():
+    tasks = registered_tasks()
+    assert list(tasks) == ["causal_lm", "masked_lm", "span_corruption"]
+    assert tasks["span_corruption"].task_cls.extra_vocab == SpanCorruptionTask.NUM_SENTINELS == 100
+    assert tasks["causal_lm"].task_cls.extra_vocab == tasks["masked_lm"].task_cls.extra_vocab == 0
+    context = TaskContext(FakeTokenizer(), ModelConfig(family="bert", vocab_size=FakeTokenizer.vocab_size))
+    task = build_task("masked_lm", {"mask_prob": 0.3}, context)
+    assert isinstance(task, MaskedLMTask) and task.mask_prob == 0.3 and task.name == "masked_lm"
+    assert build_task("causal_lm", {"fused_loss": False}, context).fused_loss is False
+    t5 = ModelConfig(family="t5", vocab_size=FakeTokenizer.vocab_size + 100)
+    span = build_task("span_corruption", {"noise_density": 0.3}, TaskContext(FakeTokenizer(), t5))
+    assert (span.noise_density, span.mean_span_length) == (0.3, 3.0)
+    assert span.window_len(20) > SpanCorruptionTask(FakeTokenizer(), t5.vocab_size).window_len(20)  # more noise
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("masked_lm", {"mask_prob": 1.5}, "config key 'task.options.mask_prob': expected a number in (0, 1), got 1.5"),
+    ("masked_lm", {"mask_pro": 0.2}, "unknown config key 'task.options.mask_pro': MaskedLMOptions has mask_prob"),
+    ("causal_lm", {"fused_loss": "yes"}, "config key 'task.options.fused_loss': expected true or false, got 'yes'"),
+    ("span_corruption", {"mean_span_length": 0.5}, "config key 'task.options.mean_span_length': expected a finite "
+                                                  "number >= 1, got 0.5"),
+    ("causal_lm", [1], "config key 'task.options': expected a mapping of causal_lm options, got [1]"),
+    ("next_sentence", {}, "config key 'task.name': unknown task 'next_sentence'; choose one of causal_lm, "
+                          "masked_lm, span_corruption"),
+])
+def test_bad_task_names_and_options_are_one_line_naming_the_key(name, options, message):
+    context = TaskContext(FakeTokenizer(), ModelConfig(vocab_size=FakeTokenizer.vocab_size + 100))
+    with pytest.raises(ConfigError) as error:
+        build_task(name, options, context)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 def test_span_corruption_batch_shapes_and_sentinels():
-    from lmforge.train.tasks import SpanCorruptionTask
-
     task = SpanCorruptionTask(FakeTokenizer(), vocab_size=FakeTokenizer.vocab_size + 100)
     raw = task.window_len(20)
     assert raw > 20
@@ -62,8 +85,6 @@ def test_span_corruption_batch_shapes_and_sentinels():
 
 
 def test_exact_span_accuracy_counts_whole_spans():
-    from lmforge.train.tasks import SpanCorruptionTask
-
     vocab = FakeTokenizer.vocab_size + 100
     task = SpanCorruptionTask(FakeTokenizer(), vocab_size=vocab)
     s0, s1, s2, eos = vocab - 1, vocab - 2, vocab - 3, FakeTokenizer.eos_id

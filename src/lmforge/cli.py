@@ -124,18 +124,36 @@ def _run_data_classifier(cfg: C.ClassifierTrainConfig) -> None:
     print(format_classifier_report(train_classifier(cfg)))
 
 
-def _describe_data_steps() -> str:
+def _describe_options(options_cls: type) -> list[str]:
+    """One indented line per option: name, default, help."""
     import dataclasses
 
+    lines = []
+    for f in dataclasses.fields(options_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"    {f.name}: {default!r}  {f.metadata.get('help', '')}")
+    return lines
+
+
+def _describe_data_steps() -> str:
     from lmforge.data.steps import CorpusStep, registered_steps
 
     lines = []
     for name, spec in registered_steps().items():
         kind = "corpus" if issubclass(spec.step_cls, CorpusStep) else "document"
         lines.append(f"{name}  ({kind} step) {spec.summary}")
-        for f in dataclasses.fields(spec.options_cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"    {f.name}: {default!r}  {f.metadata.get('help', '')}")
+        lines.extend(_describe_options(spec.options_cls))
+    return "\n".join(lines)
+
+
+def _describe_tasks() -> str:
+    from lmforge.train.tasks import registered_tasks
+
+    lines = []
+    for name, spec in registered_tasks().items():
+        lines.append(f"{name}  {spec.summary}")
+        lines.extend(_describe_options(spec.options_cls))
+    lines.append("(pretrain: --task.name NAME --task.options '{OPTION: VALUE}', or a task section in the recipe)")
     return "\n".join(lines)
 
 
@@ -150,7 +168,8 @@ VERBS: dict[str, Verb] = {
     "tokenizer": Verb(C.TokenizerConfig, _run_tokenizer, "train a tokenizer on prepared documents"),
     "encode": Verb(C.EncodeConfig, _run_encode, "tokenize documents into token shards"),
     "pretrain": Verb(C.PretrainConfig, _run_pretrain,
-                     "pretrain on token shards: causal LM (decoders), masked LM (BERT) or span corruption (T5)"),
+                     "train on a task (`lmforge tasks`; by default the family's: causal LM, masked LM (BERT) or "
+                     "span corruption (T5)) over token shards"),
     "evaluate": Verb(C.EvaluateConfig, _run_evaluate, "loss, perplexity, bits/byte of a checkpoint",
                      positional="checkpoint"),
     "generate": Verb(C.GenerateConfig, _run_generate, "sample text from a checkpoint", positional="checkpoint"),
@@ -234,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_options(sub.add_parser(name, help=verb.summary, description=verb.summary, epilog=OPTIONS_EPILOG),
                      verb)
     sub.add_parser("models", help="list model presets with parameter counts and FLOPs/token")
+    sub.add_parser("tasks", help="list the training tasks and their options")
     data = sub.add_parser("data", help="collect, clean, filter, dedup text: `lmforge data run pipeline.yaml`",
                           description="the data pipeline")
     data_sub = data.add_subparsers(dest="data_verb", metavar="DATA_VERB")
@@ -298,6 +318,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if verb_name == "data steps":
             print(_describe_data_steps())
+            return 0
+        if verb_name == "tasks":
+            print(_describe_tasks())
             return 0
         verb = DATA_VERBS[data_verb] if data_verb else VERBS[verb_name]
         verb.run(_load(verb, args))
