@@ -20,13 +20,12 @@ from lmforge.errors import CheckpointError, ConfigError
 from lmforge.generate import generate_seq2seq
 from lmforge.models import BertForSequenceClassification, BertForTokenClassification, build_model
 from lmforge.tokenize import load_tokenizer
-from lmforge.train.checkpoint import load_checkpoint, read_model_config, save_checkpoint
+from lmforge.train.checkpoint import load_checkpoint, read_checkpoint_info, read_model_config, save_checkpoint
 from lmforge.train.tasks import SpanCorruptionTask
 
 transformers = pytest.importorskip("transformers")
 
-from lmforge.interop import convert  # noqa: E402
-from lmforge.interop.convert import export_hf, import_hf, load_checkpoint_with_head  # noqa: E402
+from lmforge.interop.convert import export_hf, import_hf  # noqa: E402
 from lmforge.interop.hf import hf_config  # noqa: E402
 
 # v1.0: ReLU MLP, tied head, rescaled decoder output; v1.1: GEGLU, untied head, head_dim != dim / heads
@@ -119,7 +118,9 @@ def test_t5_export_tokenizer_has_the_sentinels_at_the_span_corruption_ids(t5_exp
     ours = load_tokenizer(ckpt / "tokenizer")
     vocab_size = read_model_config(ckpt).vocab_size
     task = SpanCorruptionTask(ours, vocab_size)
-    assert convert.NUM_SENTINELS == task.NUM_SENTINELS
+    from lmforge.models.families import t5 as t5_family
+
+    assert t5_family.NUM_SENTINELS == task.NUM_SENTINELS
     for loader in (transformers.AutoTokenizer.from_pretrained,
                    lambda d: transformers.PreTrainedTokenizerFast(tokenizer_file=str(Path(d) / "tokenizer.json"))):
         hf_tokenizer = loader(hf_dir)
@@ -240,10 +241,17 @@ BERT_HEADS = {"sequence_classification": (BertForSequenceClassification, "AutoMo
 def test_bert_classifier_exports_to_its_hf_head_and_round_trips(tiny_run, tmp_path, head, named):
     model_class, auto_class = BERT_HEADS[head]
     vocab_size = load_tokenizer(tiny_run["tokenizer"]).vocab_size
-    model = _randomise(model_class(ModelConfig(preset="bert-tiny", vocab_size=vocab_size, num_labels=3)))
+    model = _randomise(build_model(ModelConfig(preset="bert-tiny", vocab_size=vocab_size, num_labels=3), head))
     labels = {"0": "negative", "1": "neutral", "2": "positive"}
-    extra = {"id2label": labels, **({"head": head} if named else {})}
-    ckpt = save_checkpoint(tmp_path / "run", 1, model, model.config, tiny_run["tokenizer"], {}, extra_config=extra)
+    ckpt = save_checkpoint(tmp_path / "run", 1, model, model.config, tiny_run["tokenizer"], {},
+                           head=head if named else None, id2label={int(i): name for i, name in labels.items()})
+    if not named:  # a v1-style checkpoint that names no head: it is read off the weights
+        config = json.loads((ckpt / "config.json").read_text())
+        config["format"] = "lmforge-checkpoint-v1"
+        config["id2label"] = config.pop("head")["id2label"]
+        for key in ("task", "tokenizer", "adapters", "base", "quantization", "sharding", "training", "imported_from"):
+            del config[key]
+        (ckpt / "config.json").write_text(json.dumps(config))
 
     hf_dir = export_hf(ckpt, tmp_path / "hf")
     hf_model, info = getattr(transformers, auto_class).from_pretrained(hf_dir, output_loading_info=True)
@@ -261,18 +269,20 @@ def test_bert_classifier_exports_to_its_hf_head_and_round_trips(tiny_run, tmp_pa
 
     back = import_hf(hf_dir, tmp_path / "back")
     saved = json.loads((back / "config.json").read_text())
-    assert saved["head"] == head and saved["id2label"] == labels
+    assert saved["format"] == "lmforge-checkpoint-v2"
+    assert saved["head"] == {"name": head, "id2label": labels}
     assert read_model_config(back) == dataclasses.replace(model.config, preset="")
-    restored, _, _, restored_labels = load_checkpoint_with_head(back)
-    assert type(restored) is model_class and restored_labels == {0: "negative", 1: "neutral", 2: "positive"}
+    restored, _, _ = load_checkpoint(back)
+    assert type(restored) is model_class
+    assert read_checkpoint_info(back).head.labels() == {0: "negative", 1: "neutral", 2: "positive"}
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, restored.state_dict()[key]), key
 
 
 def test_bert_classifier_without_labels_gets_hf_default_names(tiny_run, tmp_path):
     vocab_size = load_tokenizer(tiny_run["tokenizer"]).vocab_size
-    model = _randomise(BertForTokenClassification(ModelConfig(preset="bert-tiny", vocab_size=vocab_size,
-                                                              num_labels=3)))
+    model = _randomise(build_model(ModelConfig(preset="bert-tiny", vocab_size=vocab_size, num_labels=3),
+                                   "token_classification"))
     ckpt = save_checkpoint(tmp_path / "run", 1, model, model.config, tiny_run["tokenizer"], {})
     hf_dir = export_hf(ckpt, tmp_path / "hf")
     config = json.loads((hf_dir / "config.json").read_text())
@@ -280,15 +290,17 @@ def test_bert_classifier_without_labels_gets_hf_default_names(tiny_run, tmp_path
     assert config["id2label"] == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
     assert transformers.AutoConfig.from_pretrained(hf_dir).num_labels == 3
     back = import_hf(hf_dir, tmp_path / "back")
-    assert json.loads((back / "config.json").read_text())["id2label"] == {"0": "LABEL_0", "1": "LABEL_1",
-                                                                         "2": "LABEL_2"}
+    assert json.loads((back / "config.json").read_text())["head"]["id2label"] == {"0": "LABEL_0", "1": "LABEL_1",
+                                                                                 "2": "LABEL_2"}
 
 
 def test_bert_head_field_that_contradicts_the_weights_is_refused(tiny_run, tmp_path):
     vocab_size = load_tokenizer(tiny_run["tokenizer"]).vocab_size
-    model = BertForSequenceClassification(ModelConfig(preset="bert-tiny", vocab_size=vocab_size, num_labels=2))
-    ckpt = save_checkpoint(tmp_path / "run", 1, model, model.config, tiny_run["tokenizer"], {},
-                           extra_config={"head": "token_classification"})
+    model = build_model(ModelConfig(preset="bert-tiny", vocab_size=vocab_size, num_labels=2), "sequence_classification")
+    ckpt = save_checkpoint(tmp_path / "run", 1, model, model.config, tiny_run["tokenizer"], {})
+    config = json.loads((ckpt / "config.json").read_text())
+    config["head"]["name"] = "token_classification"
+    (ckpt / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="says head 'token_classification' but its weights are those of a "
                                               "sequence_classification model") as info:
         export_hf(ckpt, tmp_path / "out")
@@ -312,9 +324,9 @@ def test_hf_bert_pretraining_checkpoint_imports_as_masked_lm(tiny_run, tmp_path)
     _randomise(hf_model, seed=6)
     hf_model.save_pretrained(tmp_path / "hf")
     back = import_hf(tmp_path / "hf", tmp_path / "ours", tokenizer_dir=tiny_run["tokenizer"])
-    model, _, _, _ = load_checkpoint_with_head(back)
+    model, _, _ = load_checkpoint(back)
     assert type(model).__name__ == "BertForMaskedLM"
-    assert json.loads((back / "config.json").read_text())["head"] == "masked_lm"
+    assert json.loads((back / "config.json").read_text())["head"]["name"] == "masked_lm"
     ids_BT, mask_BT = _ids(vocab_size), _mask()
     with torch.no_grad():
         theirs = hf_model(input_ids=ids_BT, attention_mask=mask_BT).prediction_logits

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models.registry import all_presets, families, get_family
+from lmforge.models.registry import all_presets, get_family
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
@@ -73,10 +73,7 @@ def _validate(cfg: ModelConfig) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """``PRESETS`` (every preset by name) and ``FAMILIES`` (each family's blocks), read from the
-    registry when first asked for: the names older callers import."""
+    """``PRESETS``: every registered preset by name (``registry.all_presets``), read when asked for."""
     if name == "PRESETS":
         return all_presets()
-    if name == "FAMILIES":
-        return {family_name: family.blocks for family_name, family in families().items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.models.blocks import BlockSpec
+from lmforge.models.transformer import Transformer
 
 CAUSAL_HEADS = ("causal_lm",)
 
@@ -18,13 +19,6 @@ def transformer_builder(blocks: BlockSpec) -> Callable[[ModelConfig, str], nn.Mo
     """``build(cfg, head)`` for a decoder made of ``blocks``: its one head is the causal LM."""
 
     def build(cfg: ModelConfig, head: str) -> nn.Module:
-        import inspect
-
-        from lmforge.models.transformer import Transformer
-
-        # TRANSITION (until the Transformer(cfg, blocks) constructor lands): the old one takes cfg only.
-        if len(inspect.signature(Transformer).parameters) == 1:
-            return Transformer(cfg)
         return Transformer(cfg, blocks)
 
     return build
