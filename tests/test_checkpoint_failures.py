@@ -157,7 +157,7 @@ def test_a_config_json_with_a_wrong_value_is_one_line(tiny_run, tmp_path, capsys
     status, errors, _ = run_cli(argv, capsys)
     assert status == 2 and len(errors) == 1
     assert errors[0].startswith(f"lmforge {verb}: error: checkpoint '{newest}' has a wrong {ckpt.CONFIG_FILE}: "
-                                "config key 'dim': expected an integer")
+                                "config key 'model.dim': expected an integer")
 
 
 def test_a_resume_with_another_model_config_names_the_keys_that_differ(tiny_run, tmp_path, capsys):

@@ -3,7 +3,12 @@
 Layout of ``RUN_DIR/checkpoints/step_00001000/`` (docs/architecture.md, 'Checkpoints'):
 
 - ``model.safetensors``  weights (tied tensors stored once)
-- ``config.json``        the resolved lmforge ``ModelConfig`` plus step and format tag
+- ``config.json``        typed sections (``CheckpointInfo``): ``model`` (the resolved
+                         ``ModelConfig``), ``head`` (which head the weights are, and its labels),
+                         ``task`` (what it was trained on, with options), ``tokenizer`` (where,
+                         which kind and fingerprint), ``training`` (counters), ``imported_from``,
+                         and ``adapters`` / ``base`` / ``quantization`` / ``sharding``, the
+                         sections later kinds of checkpoint fill in
 - ``tokenizer/``         a copy of the tokenizer the model was trained with
 - ``trainer_state.pt``   optimiser, grad scaler, RNG and sampler state, step counters;
                          only tensors and plain containers, loaded with ``weights_only=True``
@@ -14,6 +19,11 @@ run in the directory removes such leftovers (``remove_partial_saves``). A write 
 (disk full, read-only, quota) is one ``CheckpointError`` line naming the file and the reason,
 and the earlier checkpoints stay as they were. Weights or optimiser state holding a NaN or an
 infinity are never written, and a checkpoint holding them is refused on load.
+
+``load_checkpoint`` is the one loader: it builds the head the checkpoint declares (through the
+model family registry) and loads what is declared. Checkpoints of the first format
+(``lmforge-checkpoint-v1``: the model config plus untyped ``head``, ``id2label``,
+``imported_from`` and ``tokens_seen`` fields) are read into the same sections.
 """
 
 from __future__ import annotations
@@ -25,16 +35,18 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 from safetensors.torch import load_model, save_model
 
-from lmforge.config import ModelConfig, build_config
-from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.config import ModelConfig, build_config, option
+from lmforge.errors import CheckpointError, ConfigError, LmforgeError
 from lmforge.train.nonfinite import first_nonfinite_tensor
 
-FORMAT = "lmforge-checkpoint-v1"
+FORMAT = "lmforge-checkpoint-v2"
+V1_FORMAT = "lmforge-checkpoint-v1"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.pt"
@@ -119,18 +131,105 @@ def _save_torch(obj: Any, path: Path) -> None:
         torch.save(obj, file)
 
 
+# --------------------------------------------------------------------------- config.json sections
+
+
+def _mapping(value: Any, key: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+
+
+@dataclass
+class HeadSection:
+    """Which of its family's heads the weights are (``Family.heads``), and a classifier's labels."""
+
+    name: str = option("", "the head: causal_lm, masked_lm, sequence_classification, token_classification, "
+                           "seq2seq_lm (one of the model family's)")
+    id2label: dict = option({}, "a classifier's label names by class id (empty: LABEL_i)")
+
+    def validate(self, prefix: str = "") -> None:
+        _mapping(self.id2label, prefix + "id2label")
+
+    def labels(self) -> dict[int, str]:
+        return {int(i): str(label) for i, label in self.id2label.items()}
+
+
+@dataclass
+class TaskSection:
+    """The task the weights were trained on (``lmforge tasks``) and its options."""
+
+    name: str = option("", "the registered task")
+    options: dict = option({}, "its options")
+
+    def validate(self, prefix: str = "") -> None:
+        _mapping(self.options, prefix + "options")
+
+
+@dataclass
+class TokenizerSection:
+    """The tokenizer saved beside the weights (a directory inside the checkpoint)."""
+
+    dir: str = option(TOKENIZER_DIR, "its directory, relative to the checkpoint")
+    kind: str = option("", "its kind (byte_bpe, wordpiece, ...)")
+    vocab_size: int = option(0, "its vocabulary size (the model's may be larger)")
+    fingerprint: str = option("", "SHA-256 of its kind and model, as token shards record it")
+
+
+@dataclass
+class CheckpointInfo:
+    """A checkpoint's ``config.json``, typed. ``adapters``, ``base`` (the checkpoint adapters
+    apply to), ``quantization`` and ``sharding`` are the places later kinds of checkpoint fill
+    in; this version writes them empty and `load_checkpoint` says so when it meets one set."""
+
+    format: str = option(FORMAT, "the checkpoint format")
+    step: int = option(0, "optimiser steps taken")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadSection = field(default_factory=HeadSection)
+    task: Optional[TaskSection] = option(None, "the training task (none for imported or v1 checkpoints)")
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    adapters: list[dict] = option([], "adapters applied over the weights")
+    base: Optional[dict] = option(None, "the checkpoint the adapters apply to")
+    quantization: Optional[dict] = option(None, "how the weights are quantised")
+    sharding: Optional[dict] = option(None, "how the weights are split over files or ranks")
+    training: dict = option({}, "counters of the run (tokens_seen, ...)")
+    imported_from: Optional[dict] = option(None, "where an imported checkpoint came from")
+
+    def validate(self, prefix: str = "") -> None:
+        _mapping(self.training, prefix + "training")
+        for index, adapter in enumerate(self.adapters):
+            _mapping(adapter, f"{prefix}adapters[{index}]")
+        for name in ("base", "quantization", "sharding", "imported_from"):
+            if getattr(self, name) is not None:
+                _mapping(getattr(self, name), prefix + name)
+
+    def unapplied_sections(self) -> list[str]:
+        """The declared sections this version cannot apply yet."""
+        return [name for name in ("adapters", "base", "quantization", "sharding") if getattr(self, name)]
+
+
+def _tokenizer_section(tokenizer_dir: str | Path) -> dict[str, Any]:
+    from lmforge.tokenize import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    return {"dir": TOKENIZER_DIR, "kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+            "fingerprint": tokenizer.fingerprint()}
+
+
 def write_model_files(directory: Path, model: torch.nn.Module, model_cfg: ModelConfig, step: int,
-                      extra_config: Optional[dict[str, Any]] = None, shown_dir: Optional[Path] = None) -> None:
+                      sections: Optional[dict[str, Any]] = None, shown_dir: Optional[Path] = None) -> None:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (which must exist;
-    errors name ``shown_dir`` instead, the place the files are bound for).
+    errors name ``shown_dir`` instead, the place the files are bound for). ``sections`` are
+    `CheckpointInfo` fields beside format, step and model (checked before anything is written).
     Shared by ``save_checkpoint`` and HF import (``lmforge.interop.convert``)."""
     shown_dir = shown_dir or directory
     bad = first_nonfinite_tensor(model.state_dict().items())
     if bad is not None:
         raise CheckpointError(f"refusing to write {shown_dir}: weight '{bad}' holds a NaN or an infinity "
                               "(training diverged; see --train.on_nonfinite)")
+    info = CheckpointInfo(step=step, model=model_cfg)
+    config = {**dataclasses.asdict(info), **(sections or {})}
+    build_config(CheckpointInfo, config)  # a wrong section is a bug of the caller: fail before writing
     _write(directory / MODEL_FILE, lambda: save_model(model, str(directory / MODEL_FILE)), shown_dir / MODEL_FILE)
-    config = {"format": FORMAT, "step": step, "model": dataclasses.asdict(model_cfg), **(extra_config or {})}
     _write(directory / CONFIG_FILE,
            lambda: (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8"),
            shown_dir / CONFIG_FILE)
@@ -159,9 +258,21 @@ def remove_partial_saves(run_dir: str | Path) -> int:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, model_cfg: ModelConfig,
-                    tokenizer_dir: str | Path, trainer_state: dict[str, Any], keep_last: int = 2,
-                    extra_config: Optional[dict[str, Any]] = None) -> Path:
-    """Write ``run_dir/checkpoints/step_{step:08d}`` atomically and prune to ``keep_last``."""
+                    tokenizer_dir: str | Path, trainer_state: dict[str, Any], keep_last: int = 2, *,
+                    head: Optional[str] = None, task: Optional[dict[str, Any]] = None,
+                    training: Optional[dict[str, Any]] = None, id2label: Optional[dict[int, str]] = None) -> Path:
+    """Write ``run_dir/checkpoints/step_{step:08d}`` atomically and prune to ``keep_last``.
+
+    ``head``: the head the model is (None: read off its parameter names), ``id2label`` a
+    classifier's label names; ``task``: ``{"name": ..., "options": {...}}``; ``training``:
+    counters such as tokens_seen."""
+    from lmforge.models import head_of_weights
+
+    is_head = head_of_weights(model_cfg, set(model.state_dict()))
+    if head is not None and head != is_head:
+        raise CheckpointError(f"save_checkpoint was told head '{head}' but the model is a {is_head} model")
+    sections = {"head": {"name": is_head, "id2label": {str(i): label for i, label in (id2label or {}).items()}},
+                "task": task, "tokenizer": _tokenizer_section(tokenizer_dir), "training": training or {}}
     root = checkpoints_dir(run_dir)
     _write(root, lambda: root.mkdir(parents=True, exist_ok=True))
     bad = first_nonfinite_tensor(_state_tensors(trainer_state.get("optimizer", {})))
@@ -172,7 +283,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, mode
     tmp = root / f"{PARTIAL_PREFIX}{final.name}-{os.getpid()}-{time.time_ns()}"
     _write(tmp, tmp.mkdir, final)
     try:
-        write_model_files(tmp, model, model_cfg, step, extra_config, shown_dir=final)
+        write_model_files(tmp, model, model_cfg, step, sections, shown_dir=final)
         _write(tmp / TOKENIZER_DIR, lambda: shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR), final / TOKENIZER_DIR)
         _write(tmp / STATE_FILE, lambda: _save_torch(trainer_state, tmp / STATE_FILE), final / STATE_FILE)
         if final.exists():  # re-saving the same step (e.g. after a rollback): move the old one aside first
@@ -190,21 +301,79 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, mode
     return final
 
 
-def read_model_config(ckpt_dir: Path) -> ModelConfig:
-    """The checkpoint's model config, type- and range-checked like a recipe."""
+def read_checkpoint_info(ckpt_dir: Path) -> CheckpointInfo:
+    """The checkpoint's ``config.json`` as typed sections, checked like a recipe (unknown keys
+    and wrong types are one line). A v1 file is read into the same sections; its head, when
+    it does not name one, is read off the weights' names (`_head_of_weights`)."""
     try:
         config = json.loads((ckpt_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        model = config["model"]
-        if not isinstance(model, dict):
-            raise TypeError(f"'model' is {type(model).__name__}, not a mapping")
+        if not isinstance(config, dict):
+            raise TypeError(f"it holds a {type(config).__name__}, not a mapping")
+        if not isinstance(config["model"], dict):
+            raise TypeError(f"'model' is {type(config['model']).__name__}, not a mapping")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"checkpoint '{ckpt_dir}' has an unreadable {CONFIG_FILE} ({err}): "
                               "use another checkpoint or retrain") from None
+    v1 = config.get("format", V1_FORMAT) == V1_FORMAT
     try:
-        return build_config(ModelConfig, model)
+        if v1:
+            return _info_from_v1(config, ckpt_dir)
+        if config.get("format") != FORMAT:
+            raise ConfigError(f"config key 'format': expected {FORMAT!r} or {V1_FORMAT!r}, got {config.get('format')!r}")
+        return build_config(CheckpointInfo, config)
     except LmforgeError as err:
         raise CheckpointError(f"checkpoint '{ckpt_dir}' has a wrong {CONFIG_FILE}: {err}; "
                               "use another checkpoint or retrain") from None
+
+
+def _info_from_v1(config: dict[str, Any], ckpt_dir: Path) -> CheckpointInfo:
+    """A v1 ``config.json`` (model config; ``head``, ``id2label``, ``imported_from``,
+    ``tokens_seen`` beside it) in v2 sections."""
+    training = {"tokens_seen": config["tokens_seen"]} if "tokens_seen" in config else {}
+    info = build_config(CheckpointInfo, {
+        "format": V1_FORMAT, "step": config.get("step", 0), "model": config["model"],
+        "head": {"name": config.get("head") or "", "id2label": config.get("id2label") or {}}, "task": None,
+        "tokenizer": {"dir": TOKENIZER_DIR}, "training": training, "imported_from": config.get("imported_from")})
+    if not info.head.name:
+        info.head.name = _head_of_weights(ckpt_dir, info.model)
+    return info
+
+
+def _weight_names(ckpt_dir: Path) -> set[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(ckpt_dir / MODEL_FILE), "pt") as weights:
+            return set(weights.keys())
+    except Exception as err:  # safetensors raises several types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' has an unreadable {MODEL_FILE} "
+                              f"({type(err).__name__}: {err}): use another checkpoint") from None
+
+
+def _head_of_weights(ckpt_dir: Path, model_cfg: ModelConfig) -> str:
+    """The head whose parameter names are the weights' (v1 checkpoints named a BERT
+    classifier's head only sometimes, and a masked LM's never)."""
+    from lmforge.models import head_of_weights
+
+    return head_of_weights(model_cfg, _weight_names(ckpt_dir))
+
+
+def _refuse_other_head(ckpt_dir: Path, info: CheckpointInfo, names: set[str]) -> None:
+    """One line for weights that are another head than the config says (else `load_weights`
+    names the missing and unexpected tensors)."""
+    from lmforge.models import head_of_weights
+
+    try:
+        actual = head_of_weights(info.model, names)
+    except ConfigError:
+        return
+    raise CheckpointError(f"checkpoint '{ckpt_dir}' says head '{info.head.name}' but its weights are those of a "
+                          f"{actual} model: fix the head section of its {CONFIG_FILE}")
+
+
+def read_model_config(ckpt_dir: Path) -> ModelConfig:
+    """The checkpoint's model config, type- and range-checked like a recipe."""
+    return read_checkpoint_info(ckpt_dir).model
 
 
 def model_config_changes(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
@@ -257,12 +426,26 @@ def load_trainer_state(ckpt_dir: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Load ``(model, tokenizer, ckpt_dir)`` from a checkpoint or run directory, in eval mode."""
-    from lmforge.models import build_model
+    """Load ``(model, tokenizer, ckpt_dir)`` from a checkpoint or run directory, in eval mode:
+    the head its ``head`` section declares, with its weights. Sections this version cannot
+    apply yet (adapters, quantization, sharding) are a one-line CheckpointError."""
+    from lmforge.models import build_model, weights_fit
     from lmforge.tokenize import load_tokenizer
 
     ckpt_dir = resolve_checkpoint(path)
-    model = build_model(read_model_config(ckpt_dir))
+    info = read_checkpoint_info(ckpt_dir)
+    unapplied = info.unapplied_sections()
+    if unapplied:
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' declares {', '.join(unapplied)}, which this version of "
+                              "lmforge cannot apply yet: load it with a version that can")
+    try:
+        model = build_model(info.model, info.head.name)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' has a wrong {CONFIG_FILE}: {err}; "
+                              "use another checkpoint or retrain") from None
+    names = _weight_names(ckpt_dir)
+    if not weights_fit(model, names):
+        _refuse_other_head(ckpt_dir, info, names)
     load_weights(model, ckpt_dir)
-    tokenizer = load_tokenizer(ckpt_dir / TOKENIZER_DIR)
+    tokenizer = load_tokenizer(ckpt_dir / info.tokenizer.dir)
     return model.to(device).eval(), tokenizer, ckpt_dir
