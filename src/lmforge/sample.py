@@ -21,17 +21,20 @@ class TextSampler:
     """A loaded checkpoint ready to continue prompts."""
 
     def __init__(self, checkpoint: str, device: str = "auto") -> None:
+        from lmforge.models.decoding import packed_linear_mode
+        from lmforge.models.registry import get_family
         from lmforge.train.checkpoint import load_checkpoint
         from lmforge.train.parallel import World, resolve_device
-
-        from lmforge.models.blocks import packed_linear_mode
 
         packed_linear_mode()  # a bad LMFORGE_PACKED_LINEAR fails here, before any output
         self.device = resolve_device(device, World())
         self.model, self.tokenizer, self.checkpoint_dir = load_checkpoint(checkpoint, self.device)
-        if self.model.config.family == "bert":
-            raise LmforgeError(f"{self.checkpoint_dir} is a BERT encoder, which does not generate text: "
-                               "use lmforge.fill_mask.fill_mask to predict <mask> tokens")
+        # "causal": a decoder continues the prompt; "seq2seq": an encoder reads it, a decoder answers
+        self.generation = get_family(self.model.config.family).generation
+        if self.generation is None:
+            raise LmforgeError(f"{self.checkpoint_dir} is a {self.model.config.family} model, which does not generate "
+                               "text: for an encoder trained by masked LM use lmforge.fill_mask.fill_mask to "
+                               "predict <mask> tokens")
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # Training documents each follow an eos token, so eos is the "start of document" context.
@@ -41,7 +44,7 @@ class TextSampler:
                top_p: float = 1.0, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
                seed: int = 0) -> Iterator[str]:
         """Yield pieces of generated text as they become final."""
-        if self.model.config.family == "t5":
+        if self.generation == "seq2seq":
             yield from self._stream_seq2seq(prompt, max_new_tokens, temperature, top_k, top_p, stop, seed)
             return
         ids = self.prompt_ids(prompt)
