@@ -12,6 +12,7 @@ from torch import nn
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.models.presets import resolve_model_config
+from lmforge.models import registry
 from lmforge.models.registry import all_presets, get_family
 
 
@@ -132,7 +133,8 @@ def encoder_decoder_flops(cfg: ModelConfig, inputs_len: int, targets_len: int) -
 
 
 def describe_presets(vocab_size_if_unset: int = 4096) -> str:
-    """A table of every preset: shape, parameters, FLOPs per token at its max_seq_len."""
+    """A table of every preset: shape, parameters, FLOPs per token at its max_seq_len; then every
+    registered family with its summary and pretraining task."""
     header = ("preset", "family", "layers", "dim", "heads", "kv", "hidden", "vocab", "seq",
               "params", "non-emb", "GFLOP/token")
     rows = [header]
@@ -148,6 +150,12 @@ def describe_presets(vocab_size_if_unset: int = 4096) -> str:
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.append(f"* vocabulary comes from the tokenizer ({vocab_size_if_unset} assumed here)")
+    lines.append("")
+    lines.append("families (model.family):")
+    families = registry.families()
+    width = max(len(name) for name in families)
+    lines += [f"  {name.ljust(width)}  {family.summary} (task {family.default_task})"
+              for name, family in families.items()]
     return "\n".join(lines)
 
 

@@ -149,6 +149,9 @@ class HeadSection:
 
     def validate(self, prefix: str = "") -> None:
         _mapping(self.id2label, prefix + "id2label")
+        bad = [key for key in self.id2label if not str(key).isdigit()]
+        if bad:
+            raise ConfigError(f"config key '{prefix}id2label': expected class ids 0, 1, ... as keys, got {bad[0]!r}")
 
     def labels(self) -> dict[int, str]:
         return {int(i): str(label) for i, label in self.id2label.items()}
@@ -173,6 +176,11 @@ class TokenizerSection:
     kind: str = option("", "its kind (byte_bpe, wordpiece, ...)")
     vocab_size: int = option(0, "its vocabulary size (the model's may be larger)")
     fingerprint: str = option("", "SHA-256 of its kind and model, as token shards record it")
+
+    def validate(self, prefix: str = "") -> None:
+        path = Path(self.dir)
+        if not self.dir or path.is_absolute() or ".." in path.parts:
+            raise ConfigError(f"config key '{prefix}dir': expected a directory inside the checkpoint, got {self.dir!r}")
 
 
 @dataclass

@@ -143,6 +143,5 @@ HF = HFMapping(
     from_hf_state_dict=from_hf_state_dict, extra_prefixes=_extra_prefixes)
 
 FAMILY = register_family(Family(
-    name="bert", summary="bidirectional post-norm encoder with learned positions and token types, trained by "
-    "masked LM", blocks=bert.BLOCKS, heads=tuple(HEAD_CLASSES), build=build, default_task="masked_lm",
+    name="bert", summary="bidirectional post-norm encoder with learned positions and token types", blocks=bert.BLOCKS, heads=tuple(HEAD_CLASSES), build=build, default_task="masked_lm",
     presets=PRESETS, generation=None, validate=validate, approx_parameters=approx_parameters, hf=HF))

@@ -291,7 +291,6 @@ HF = HFMapping(
     config_from_tokenizer_config=_max_seq_len_from_tokenizer_config)
 
 FAMILY = register_family(Family(
-    name="t5", summary="pre-norm encoder-decoder with relative position bias and RMS norms, trained by span "
-    "corruption", blocks=t5.BLOCKS, heads=("seq2seq_lm",), build=build, default_task="span_corruption",
+    name="t5", summary="pre-norm encoder-decoder with relative position bias and RMS norms", blocks=t5.BLOCKS, heads=("seq2seq_lm",), build=build, default_task="span_corruption",
     presets=PRESETS, generation="seq2seq", validate=validate, approx_parameters=approx_parameters,
     attention_layers=attention_layers, hf=HF))
