@@ -31,7 +31,8 @@ from lmforge.config import PretrainConfig, save_config
 from lmforge.errors import CheckpointError, ConfigError, TrainingError
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.host_memory import keep_freed_memory
-from lmforge.train.metrics import MetricsWriter, ProgressReporter, drop_records_after, mfu, peak_flops, peak_memory_bytes
+from lmforge.train.metrics import (MetricsWriter, ProgressReporter, drop_records_after, mfu, peak_flops,
+                                   peak_memory_bytes)
 from lmforge.train.nonfinite import NonFinite, NonFiniteGuard
 from lmforge.train.parallel import World, all_reduce_sum, barrier, init_world, shutdown
 from lmforge.train.run_lock import RunLock
@@ -143,7 +144,8 @@ class PretrainRun:
         wrap_for_training(tr)
         if self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(dataclasses.replace(self.cfg, model=tr.model_cfg, task=tr.task_cfg), self.run_dir / "config.yaml")
+            ran = dataclasses.replace(self.cfg, model=tr.model_cfg, task=tr.task_cfg)  # resolved: what ran
+            save_config(ran, self.run_dir / "config.yaml")
             # a resume goes on from the checkpoint: records of later steps (logged before the kill)
             # would otherwise appear twice; a fresh start in an old directory starts the file again
             drop_records_after(self.run_dir / "metrics.jsonl", max(self.resumed_step, 0))
@@ -269,7 +271,8 @@ class PretrainRun:
         """Apply `train.on_nonfinite` (stop or rollback) to a bad step found by the guard."""
         t, s = self.cfg.train, self.state
         if self.metrics is not None:
-            self.metrics.write({"step": event.step, "nonfinite": True, "loss": event.loss, "grad_norm": event.grad_norm})
+            self.metrics.write({"step": event.step, "nonfinite": True, "loss": event.loss,
+                                "grad_norm": event.grad_norm})
         newest = ckpt.latest_checkpoint(self.run_dir)
         if t.on_nonfinite == "rollback" and newest is not None and s.rollbacks < t.max_rollbacks:
             count, scale = s.rollbacks + 1, s.lr_scale * t.rollback_lr_factor

@@ -19,7 +19,8 @@ from lmforge.config import ModelConfig, PretrainConfig, TaskConfig
 from lmforge.errors import ConfigError
 from lmforge.train.init_from import InitSource, read_init_source, source_model_config
 from lmforge.train.parallel import World, resolve_device, wrap_data_parallel
-from lmforge.train.tasks import Task, TaskContext, TaskData, TaskSpec, default_task, options_dict, task_options, task_spec
+from lmforge.train.tasks import (Task, TaskContext, TaskData, TaskSpec, default_task, options_dict, task_options,
+                                 task_spec)
 
 
 @dataclass
@@ -61,12 +62,12 @@ def _model_config(cfg: PretrainConfig, tokenizer: Any, spec: TaskSpec, source: O
     else:
         model_cfg = resolve_model_config(dataclasses.replace(
             cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size + spec.task_cls.extra_vocab))
-    where = f"train.init_from '{t.init_from}' has" if source is not None else "config key 'model.vocab_size':"
-    if model_cfg.vocab_size < tokenizer.vocab_size:
-        raise ConfigError(f"{where} {model_cfg.vocab_size} embeddings, fewer than the tokenizer's "
-                          f"{tokenizer.vocab_size} ids; set model.vocab_size to 0 to take the tokenizer's"
-                          if source is None else f"{where} {model_cfg.vocab_size} embeddings, fewer than the "
+    if model_cfg.vocab_size < tokenizer.vocab_size and source is not None:
+        raise ConfigError(f"train.init_from '{t.init_from}' has {model_cfg.vocab_size} embeddings, fewer than the "
                           f"tokenizer's {tokenizer.vocab_size} ids: pass the tokenizer it was trained with")
+    if model_cfg.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"config key 'model.vocab_size': {model_cfg.vocab_size} is smaller than the "
+                          f"tokenizer's {tokenizer.vocab_size}; set it to 0 to take the tokenizer's")
     if t.seq_len > model_cfg.max_seq_len:
         raise ConfigError(f"config key 'train.seq_len': {t.seq_len} exceeds model.max_seq_len "
                           f"{model_cfg.max_seq_len}; lower it or raise model.max_seq_len")
