@@ -102,3 +102,22 @@ def test_init_from_an_hf_directory(tiny_run, tmp_path):
     val = training.data.final_evaluation(training.model, training.device, "fp32")
     assert val["val_loss"] == pytest.approx(first["val_loss"], abs=1e-5)
     assert training.optimizer.state_dict()["state"] == {}
+
+
+def test_a_checkpoint_from_before_lr_scale_resumes_exactly(tiny_run, tmp_path):
+    """Trainer states written before parameter groups had ``lr_scale`` (and before the rollback
+    counters) resume to the same losses as an uninterrupted run."""
+    full = pretrain(tiny_pretrain_config(tiny_run, tmp_path / "full", max_steps=4))
+    cfg = tiny_pretrain_config(tiny_run, tmp_path / "old", max_steps=4)
+    pretrain(tiny_pretrain_config(tiny_run, tmp_path / "old", max_steps=2))
+    path = ckpt.latest_checkpoint(tmp_path / "old") / ckpt.STATE_FILE
+    state = torch.load(path, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:
+        del group["lr_scale"]
+    for key in ("horizon", "lr_scale", "rollbacks", "skipped_steps"):
+        del state[key]
+    torch.save(state, path)
+    resumed = pretrain(cfg)
+    losses = {r["step"]: r["loss"] for r in records(tmp_path / "full") if "loss" in r and not r.get("final")}
+    assert {r["step"]: r["loss"] for r in records(tmp_path / "old") if "loss" in r and not r.get("final")} == losses
+    assert resumed["val_loss"] == full["val_loss"]
