@@ -66,7 +66,8 @@ def test_skip_drops_the_update_and_counts_it(tiny_run, tmp_path, nan_at, monkeyp
     nan_at({3, 5})
     built, weights = [], {}
     real_build = lmforge.models.build_model
-    monkeypatch.setattr(lmforge.models, "build_model", lambda cfg: built.append(real_build(cfg)) or built[-1])
+    monkeypatch.setattr(lmforge.models, "build_model",
+                        lambda cfg, head=None: built.append(real_build(cfg, head)) or built[-1])
 
     def snapshot(step, record):
         weights[step] = {k: v.clone() for k, v in built[0].state_dict().items()}

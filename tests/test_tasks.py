@@ -93,3 +93,13 @@ def test_exact_span_accuracy_counts_whole_spans():
     logits = torch.nn.functional.one_hot(predicted, vocab).float()
     exact, spans = task.exact_spans(logits, labels)
     assert (int(exact), int(spans)) == (1, 2)  # the closing sentinel opens no real span
+
+
+def test_a_task_the_model_family_has_no_head_for_is_one_line(tiny_run, tmp_path):
+    from conftest import tiny_pretrain_config
+    from lmforge.train.loop import pretrain
+
+    cfg = tiny_pretrain_config(tiny_run, tmp_path / "run", **{"task.name": "masked_lm"})  # llama-tiny
+    with pytest.raises(ConfigError, match=r"^config key 'task.name': task masked_lm trains a masked_lm head, which "
+                                          r"model family llama does not have \(its heads: causal_lm\)"):
+        pretrain(cfg)

@@ -121,3 +121,16 @@ def test_a_checkpoint_from_before_lr_scale_resumes_exactly(tiny_run, tmp_path):
     losses = {r["step"]: r["loss"] for r in records(tmp_path / "full") if "loss" in r and not r.get("final")}
     assert {r["step"]: r["loss"] for r in records(tmp_path / "old") if "loss" in r and not r.get("final")} == losses
     assert resumed["val_loss"] == full["val_loss"]
+
+
+def test_init_from_takes_the_family_and_its_task_from_the_source(tiny_run, tmp_path):
+    from lmforge import config as C
+
+    pretrain(tiny_pretrain_config(tiny_run, tmp_path / "bert", max_steps=2, **{"model.preset": "bert-tiny"}))
+    cfg = C.load_config(C.PretrainConfig, None, {  # no model options at all: the source's model, family and task
+        "train.shards_dir": str(tiny_run["shards"]), "train.tokenizer_dir": str(tiny_run["tokenizer"]),
+        "train.run_dir": str(tmp_path / "tuned"), "train.init_from": str(tmp_path / "bert"), "train.seq_len": 32,
+        "train.batch_size": 4, "train.max_steps": 1, "train.device": "cpu"})
+    summary = pretrain(cfg)
+    assert summary["objective"] == "masked_lm" and summary["steps"] == 1
+    assert ckpt.read_checkpoint_info(ckpt.latest_checkpoint(tmp_path / "tuned")).model.family == "bert"

@@ -37,7 +37,7 @@ from lmforge.train.nonfinite import NonFinite, NonFiniteGuard
 from lmforge.train.parallel import World, all_reduce_sum, barrier, init_world, shutdown
 from lmforge.train.run_lock import RunLock
 from lmforge.train.schedule import lr_at
-from lmforge.train.setup import Training, build_training, resolve_task, wrap_for_training
+from lmforge.train.setup import build_training, resolve_task, task_head, wrap_for_training
 from lmforge.train.state import RunState, restore, trainer_state
 from lmforge.train.step import StepResult, optimizer_step, set_learning_rate
 
@@ -88,7 +88,8 @@ def pretrain(cfg: PretrainConfig, on_step: Optional[StepHook] = None) -> dict[st
     simulate a crash).
     """
     _check_budget(cfg)
-    resolve_task(cfg)  # a bad task name or option is one line before anything starts
+    if not cfg.train.init_from:  # (with it, the family is the source's: known once it is read)
+        task_head(resolve_task(cfg, cfg.model.family)[0], cfg.model.family)  # a bad task is one line at once
     world = init_world(cfg.train.device)
     lock = _lock_run_dir(Path(cfg.train.run_dir), world)
     try:
@@ -171,7 +172,8 @@ class PretrainRun:
         if self.world.is_main:
             ckpt.save_checkpoint(self.run_dir, step, tr.model, tr.model_cfg, t.tokenizer_dir,
                                  trainer_state(tr, dataclasses.replace(self.state, step=step)), t.keep_last,
-                                 task=dataclasses.asdict(tr.task_cfg), training={"tokens_seen": self.state.tokens_seen})
+                                 head=tr.head, task=dataclasses.asdict(tr.task_cfg),
+                                 training={"tokens_seen": self.state.tokens_seen})
         barrier(self.world)
 
     def run(self, on_step: Optional[StepHook]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Training:
     model_cfg: ModelConfig
     model: torch.nn.Module
     train_model: torch.nn.Module
+    head: str  # the model head the task trains
     task_cfg: TaskConfig  # the task's name and every option, as saved
     task: Task
     data: TaskData
@@ -44,10 +45,10 @@ class Training:
     init_source: Optional[InitSource] = None  # train.init_from, when given
 
 
-def resolve_task(cfg: PretrainConfig) -> tuple[TaskSpec, TaskConfig]:
-    """The run's task (``task.name``, or the model family's default) and its options checked and
+def resolve_task(cfg: PretrainConfig, family: str) -> tuple[TaskSpec, TaskConfig]:
+    """The run's task (``task.name``, or model ``family``'s default) and its options checked and
     filled in; a bad name or option is one ConfigError line naming its key."""
-    spec = task_spec(cfg.task.name or default_task(cfg.model.family))
+    spec = task_spec(cfg.task.name or default_task(family))
     return spec, TaskConfig(name=spec.name, options=options_dict(task_options(spec, cfg.task.options)))
 
 
@@ -74,6 +75,18 @@ def _model_config(cfg: PretrainConfig, tokenizer: Any, spec: TaskSpec, source: O
     return model_cfg
 
 
+def task_head(spec: TaskSpec, family: str) -> str:
+    """The head ``spec``'s task trains, which the model family must have."""
+    from lmforge.models.registry import get_family
+
+    heads = get_family(family).heads
+    if spec.task_cls.head not in heads:
+        raise ConfigError(f"config key 'task.name': task {spec.name} trains a {spec.task_cls.head} head, which model "
+                          f"family {family} does not have (its heads: {', '.join(heads)}); choose another task, "
+                          "or leave task.name empty for the family's own")
+    return spec.task_cls.head
+
+
 def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False) -> Training:
     """Build every part of a run on its device. With ``train.init_from`` the model config is the
     source's, and the model starts from its weights unless ``resuming`` (the run's own checkpoint
@@ -85,17 +98,18 @@ def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False)
     t = cfg.train
     device = resolve_device(t.device, world)
     tokenizer = load_tokenizer(t.tokenizer_dir)
-    spec, task_cfg = resolve_task(cfg)
     source = read_init_source(t.init_from, tokenizer, t.tokenizer_dir) if t.init_from else None
+    spec, task_cfg = resolve_task(cfg, source.model_cfg.family if source is not None else cfg.model.family)
     model_cfg = _model_config(cfg, tokenizer, spec, source)
+    head = task_head(spec, model_cfg.family)
     task = spec.task_cls.build(task_options(spec, task_cfg.options), TaskContext(tokenizer, model_cfg))
     data = task.open_data(t, world)
     torch.manual_seed(t.seed)
-    model = build_model(model_cfg)
+    model = build_model(model_cfg, head)
     if source is not None and not resuming:
         source.load_into(model)
     model = model.to(device)
-    return Training(cfg, world, device, tokenizer, model_cfg, model, model, task_cfg, task, data,
+    return Training(cfg, world, device, tokenizer, model_cfg, model, model, head, task_cfg, task, data,
                     build_optimizer(model, cfg.optim, device.type),
                     torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"), source)
 

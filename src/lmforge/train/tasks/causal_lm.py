@@ -26,6 +26,8 @@ class CausalLMOptions:
 class CausalLMTask(ShardTask):
     """Next-token prediction: inputs ``w[:-1]``, targets ``w[1:]`` of each window of seq_len+1 tokens."""
 
+    head = "causal_lm"
+
     def __init__(self, fused_loss: bool = True, tokenizer: Any = None) -> None:
         # True: the model's head computes head + loss in row chunks (`linear_cross_entropy`);
         # False: full logits, then `causal_lm_loss`. Same value and gradients, less memory.

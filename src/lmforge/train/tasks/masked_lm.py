@@ -31,6 +31,8 @@ class MaskedLMTask(ShardTask):
     packed across document boundaries (RoBERTa's FULL-SENTENCES), the eos token separating them.
     """
 
+    head = "masked_lm"
+
     def __init__(self, tokenizer: Any, mask_prob: float = 0.15) -> None:
         self.tokenizer = tokenizer
         self.mask_id, self.pad_id = tokenizer.mask_id, tokenizer.pad_id

@@ -67,6 +67,7 @@ class TaskData(Protocol):
 
 class Task(Protocol):
     name: str
+    head: ClassVar[str]  # the model head it trains (`lmforge.models.registry.Family.heads`)
     extra_vocab: ClassVar[int]  # ids the task adds beyond the tokenizer's (T5's sentinels)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -87,7 +88,7 @@ class Task(Protocol):
 class TaskSpec:
     name: str
     options_cls: type
-    task_cls: Any  # has ``build(options, context) -> Task`` and ``extra_vocab``
+    task_cls: Any  # has ``build(options, context) -> Task``, ``head`` and ``extra_vocab``
     summary: str
 
 

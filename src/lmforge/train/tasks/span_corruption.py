@@ -34,6 +34,7 @@ class SpanCorruptionTask(ShardTask):
     right under teacher forcing.
     """
 
+    head = "seq2seq_lm"
     NUM_SENTINELS = 100
     extra_vocab = NUM_SENTINELS
 
