@@ -179,3 +179,13 @@ def test_evaluate_uses_the_task_and_options_the_checkpoint_names(capsys, tiny_ru
     assert (task.name, task.mask_prob) == ("masked_lm", 0.3)
     code, out, _ = run_cli(capsys, "evaluate", run, "--data", tiny_run["shards"], "--device", "cpu")
     assert code == 0 and "masked_lm_masked_accuracy" in json.loads(out.strip().splitlines()[-1])
+
+
+def test_evaluate_refuses_a_classifier_in_one_line(capsys, tmp_path):
+    from pathlib import Path
+
+    classifier = Path(__file__).parent / "golden" / "checkpoint_v1" / "bert_classifier"
+    (tmp_path / "text.txt").write_text("some held-out text\n")
+    code, _out, err = run_cli(capsys, "evaluate", classifier, "--data", tmp_path / "text.txt", "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is a sequence_classification model, and `lmforge evaluate` measures the task masked_lm" in err

@@ -38,14 +38,18 @@ def _tokens_from_text_source(path: Path, tokenizer) -> tuple[np.ndarray, int]:
 
 
 def checkpoint_task(ckpt_dir: Path, model_cfg: Any, tokenizer: Any):
-    """The task a checkpoint was trained on: its ``task`` section, else its family's default."""
+    """The task a checkpoint was trained on: its ``task`` section, else its family's default;
+    ConfigError when the checkpoint's head is not the one that task trains (a classifier)."""
     from lmforge.train.checkpoint import read_checkpoint_info
     from lmforge.train.tasks import TaskContext, build_task, default_task
 
-    section = read_checkpoint_info(ckpt_dir).task
-    if section is None:
-        return build_task(default_task(model_cfg.family), {}, TaskContext(tokenizer, model_cfg))
-    return build_task(section.name, dict(section.options), TaskContext(tokenizer, model_cfg))
+    info = read_checkpoint_info(ckpt_dir)
+    name, options = (info.task.name, dict(info.task.options)) if info.task else (default_task(model_cfg.family), {})
+    task = build_task(name, options, TaskContext(tokenizer, model_cfg))
+    if task.head != info.head.name:
+        raise ConfigError(f"checkpoint '{ckpt_dir}' is a {info.head.name} model, and `lmforge evaluate` measures "
+                          f"the task {name}, which trains a {task.head} head: evaluate a pretraining checkpoint")
+    return task
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
