@@ -155,8 +155,8 @@ class PretrainRun:
                                          enabled=self.world.is_main, initial_step=self.state.step)
         if resume_from is not None:
             self.progress.write(f"resumed from {resume_from} at step {self.state.step}")
-        elif tr.init_source is not None:
-            self.progress.write(f"initialised from {tr.init_source.path}")
+        elif tr.initialised_from is not None:
+            self.progress.write(f"initialised from {tr.initialised_from}")
         for note in notes:
             self.progress.write(note)
         self.progress.write(f"model: {tr.model_cfg.family} {num_params / 1e6:.2f}M params, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -42,7 +43,7 @@ class Training:
     data: TaskData
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    init_source: Optional[InitSource] = None  # train.init_from, when given
+    initialised_from: Optional[Path] = None  # train.init_from, when its weights were loaded
 
 
 def resolve_task(cfg: PretrainConfig, family: str) -> tuple[TaskSpec, TaskConfig]:
@@ -111,7 +112,8 @@ def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False)
     model = model.to(device)
     return Training(cfg, world, device, tokenizer, model_cfg, model, model, head, task_cfg, task, data,
                     build_optimizer(model, cfg.optim, device.type),
-                    torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"), source)
+                    torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
+                    source.path if source is not None and not resuming else None)
 
 
 def wrap_for_training(training: Training) -> None:
