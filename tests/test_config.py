@@ -112,3 +112,10 @@ def test_every_data_step_option_has_help():
     for name, spec in steps.items():
         for f in dataclasses.fields(spec.options_cls):
             assert f.metadata.get("help"), f"data step {name}: option {f.name} has no help"
+
+
+def test_a_moved_key_says_where_it_went(tmp_path):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("train:\n  fused_loss: false\n")
+    with pytest.raises(ConfigError, match=r"^config key 'train.fused_loss' has moved: set task.options.fused_loss"):
+        C.load_config(C.PretrainConfig, recipe)

@@ -252,17 +252,19 @@ def check_fits_in_memory(key: str, what: str, num_bytes: int, hint: str) -> None
 
 def check_model_fits(model: Any, key: str, bytes_per_parameter: int, what: str) -> None:
     """ConfigError naming ``key`` when ``bytes_per_parameter`` for each of ``model``'s parameters
-    (estimated by ``models.sizing.approx_parameters``, without building it), plus its fp32 RoPE
-    tables, exceed the memory.
-    A shape that does not resolve (dim not divisible by num_heads, ...) is left to the code that
-    builds the model, which says what is wrong with it."""
-    from lmforge.models.sizing import approx_parameters, rope_table_elements
+    (estimated by formula, without building it: ``Family.estimate_parameters``, the same count as
+    ``models.sizing.approx_parameters``), plus its fp32 RoPE tables, exceed the memory.
+    The model is reached through the family registry only, which imports nothing from here;
+    its shape is not checked (the code that builds the model says what is wrong with it)."""
+    from lmforge.models.registry import get_family
 
     try:
-        num_parameters = approx_parameters(model)
+        family = get_family(model.family)
     except ConfigError:
         return
-    weights, tables = bytes_per_parameter * num_parameters, 4 * rope_table_elements(model)
+    model = family.with_derived_fields(dataclasses.replace(model, vocab_size=max(model.vocab_size, 1)))
+    num_parameters = family.estimate_parameters(model)
+    weights, tables = bytes_per_parameter * num_parameters, 4 * family.rope_table_elements(model)
     with_tables = f" and RoPE tables for {model.max_seq_len:,} positions" if tables > weights / 10 else ""
     check_fits_in_memory(key, f"the {what} of this {model.family} model ({num_parameters:.3g} parameters)"
                          f"{with_tables}", weights + tables,
@@ -415,17 +417,24 @@ class EncodeConfig:
 # --------------------------------------------------------------------------- model
 
 
+def _is_registered_family(name: Any) -> Union[bool, str]:
+    from lmforge.models.registry import families
+
+    known = families()
+    return name in known or f"registered: {', '.join(known)}"
+
+
+# Family names come from the registry (lmforge.models.families), so a new family needs no edit here.
+registered_family = Check("registered_family", _is_registered_family, {str: "a registered model family"})
+
+
 @dataclass
 class ModelConfig:
     """A transformer (decoder-only, or the BERT encoder). `preset` fills the fields; explicit fields override it."""
 
     preset: str = _f("", "named preset (see `lmforge models`); empty = use the fields below")
-    family: Literal["gpt2", "llama", "mistral", "falcon", "bert", "t5"] = _f(
-        "llama", "gpt2: learned positions, LayerNorm, GELU; llama: RoPE, RMSNorm, SwiGLU, grouped-query "
-        "attention; mistral: llama + sliding-window attention; falcon: RoPE, multi-query attention, "
-        "parallel attention/MLP, LayerNorm, GELU; bert: bidirectional post-norm encoder with learned "
-        "positions and token types, trained by masked LM; t5: pre-norm encoder-decoder with relative "
-        "position bias and RMS norms, trained by span corruption")
+    family: str = _f("llama", "model family: each registers itself in lmforge.models.families (`lmforge models` "
+                     "lists them with their presets)", check=registered_family)
     vocab_size: int = _f(0, "0 = take it from the tokenizer", check=non_negative)
     max_seq_len: int = _f(256, "longest context the model supports", check=positive)
     dim: int = _f(256, "residual stream width", check=positive)
@@ -483,6 +492,20 @@ class OptimConfig:
                              check=unit_interval)
     decay_fraction: float = _f(0.2, "wsd: fraction of steps spent in the final decay", check=unit_interval)
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", check=non_negative)
+    layer_lr_decay: float = _f(1.0, "layer-wise learning-rate decay (ELECTRA/BEiT fine-tuning): the top block trains "
+                                    "at lr*decay, each block below at one more factor of decay, the embeddings "
+                                    "deepest; the output end at lr (1 = off)", check=probability_mass)
+    module_lr_scales: dict = _f({}, "learning-rate multipliers by parameter-name pattern (fnmatch), e.g. "
+                                    "{'output.*': 10.0}; the first matching pattern applies, after layer_lr_decay")
+
+    def validate(self, prefix: str = "") -> None:
+        """``module_lr_scales`` maps name patterns to positive finite multipliers."""
+        key = f"{prefix}module_lr_scales"
+        if not isinstance(self.module_lr_scales, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping of parameter-name patterns to "
+                              f"multipliers, got {_shown(self.module_lr_scales)}")
+        for pattern, scale in self.module_lr_scales.items():
+            _check_field(scale, float, positive, f"{key}.{pattern}")
 
 
 @dataclass
@@ -504,11 +527,12 @@ class TrainConfig:
     checkpoint_interval: int = _f(0, "save a checkpoint every N steps (0 = only at the end)", check=non_negative)
     keep_last: int = _f(2, "keep this many most recent checkpoints (0 = keep them all)", check=non_negative)
     resume: bool = _f(True, "resume from the newest checkpoint in run_dir if there is one")
+    init_from: str = _f("", "start from these weights: an lmforge checkpoint (or run directory) or an HF model "
+                            "directory; weights only (fresh optimiser, step 0), model config from the source; "
+                            "a checkpoint in run_dir to resume from takes precedence", check=path_text)
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "autocast dtype (fp16 adds a grad scaler)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...", check=device_name)
     compile: bool = _f(False, "torch.compile the model")
-    fused_loss: bool = _f(True, "causal LM: compute the output head and the loss in row chunks of at most 2^26 "
-                                "logits (same loss and gradients; less memory once B*T*V exceeds one chunk)")
     keep_freed_memory: bool = _f(True, "on CPU: keep freed memory for the next step instead of returning it "
                                        "to the OS (glibc mallopt; 1.18x on a 135M model)")
     seed: int = _f(1337, "seed for init and data order", check=random_seed)
@@ -522,10 +546,27 @@ class TrainConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What a run optimises: a registered task and its options (`lmforge tasks` lists both)."""
+
+    name: str = _f("", "the task (`lmforge tasks` lists them); empty = the model family's pretraining task "
+                       "(causal_lm for decoders, masked_lm for bert, span_corruption for t5)")
+    options: dict = _f({}, "the task's options as a mapping, e.g. {mask_prob: 0.2}; checked against the task's "
+                           "own (`lmforge tasks`)")
+
+    def validate(self, prefix: str = "") -> None:
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"config key '{prefix}options': expected a mapping of the task's options, "
+                              f"got {_shown(self.options)}")
+
+
+@dataclass
 class PretrainConfig:
-    """`lmforge pretrain`: pretraining on token shards (causal LM, masked LM or span corruption, by family)."""
+    """`lmforge pretrain`: train a model on its task (by default the family's: causal LM, masked LM or
+    span corruption) over token shards."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -692,6 +733,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# Keys an earlier release had, and where they live now: (dataclass, key) -> the new spelling.
+_MOVED_KEYS = {("TrainConfig", "fused_loss"): "task.options.fused_loss (the causal_lm task's option; "
+                                             "`lmforge tasks` lists every task's options)"}
+
+
 @functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of a dataclass (cached: the parser asks for them per option)."""
@@ -703,6 +749,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
+            moved = _MOVED_KEYS.get((cls.__name__, key))
+            if moved:
+                raise ConfigError(f"config key '{prefix}{key}' has moved: set {moved} instead")
             raise ConfigError(
                 f"unknown config key '{prefix}{key}': {cls.__name__} has {', '.join(sorted(names))}")
     if cls is ModelConfig and values.get("preset"):
@@ -779,15 +828,16 @@ def _expand_preset(values: dict[str, Any], prefix: str) -> dict[str, Any]:
     Done here, where we still know which keys were given, so that a value the user set equal to
     a dataclass default (``max_seq_len: 256`` on ``gpt2-124m``) still beats the preset. The
     result names every field, so ``preset`` is cleared: the config that is saved and checkpointed
-    is self-contained.
+    is self-contained. Presets are registered by their families (``lmforge.models.registry``).
     """
-    from lmforge.models.presets import PRESETS
+    from lmforge.models.registry import all_presets
 
+    presets = all_presets()
     name = values["preset"]
-    if name not in PRESETS:
+    if name not in presets:
         raise ConfigError(f"config key '{prefix}preset': unknown model preset {name!r}; "
-                          f"choose one of {', '.join(PRESETS)}")
-    return {**PRESETS[name], **{k: v for k, v in values.items() if k != "preset"}, "preset": ""}
+                          f"choose one of {', '.join(presets)}")
+    return {**presets[name], **{k: v for k, v in values.items() if k != "preset"}, "preset": ""}
 
 
 def takes_text(tp: Any) -> bool:
