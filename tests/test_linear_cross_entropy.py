@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_pretrain_config
 from lmforge.config import ModelConfig
-from lmforge.linear_cross_entropy import linear_cross_entropy
+from lmforge.linear_cross_entropy import checkpointed_cross_entropy, linear_cross_entropy
 from lmforge.models import build_model
 from lmforge.objectives import causal_lm_loss
 
@@ -84,6 +84,31 @@ def test_bad_shapes_are_a_clear_error():
         linear_cross_entropy(torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(6, dtype=torch.long))
 
 
+@pytest.mark.parametrize("max_chunk_elements", [7, 40, 1 << 21])
+def test_checkpointed_path_matches_full_logits_for_any_logits_function(max_chunk_elements):
+    # a logits function that is not a plain h W^T (a bias and a nonlinearity), chunked 1, 5
+    # (uneven) or 13 rows at a time: the same value and gradients as the full logits
+    torch.manual_seed(0)
+    h = torch.randn(13, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 8, (13,))
+    targets[[2, 9]] = -100
+
+    def logits_fn(h_CD):
+        return torch.tanh(h_CD @ weight.t()) * 3.0 + bias
+
+    got = checkpointed_cross_entropy(logits_fn, h, targets, 8, max_chunk_elements=max_chunk_elements)
+    grads = torch.autograd.grad(got * 3.0, (h, weight, bias))
+    expected = causal_lm_loss(logits_fn(h)[None], targets[None])
+    expected_grads = torch.autograd.grad(expected * 3.0, (h, weight, bias))
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e)
+    every_ignored = checkpointed_cross_entropy(logits_fn, h, torch.full((13,), -100), 8)
+    assert every_ignored.item() == 0.0
+
+
 @pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
 def test_model_loss_path_equals_logits_then_loss(preset):
     torch.manual_seed(0)
@@ -108,5 +133,6 @@ def test_training_with_and_without_the_fused_loss_takes_the_same_steps(tiny_run,
         return [r["loss"] for r in records if "loss" in r]
 
     pretrain(tiny_pretrain_config(tiny_run, tmp_path / "fused", max_steps=4))
-    pretrain(tiny_pretrain_config(tiny_run, tmp_path / "plain", max_steps=4, fused_loss=False))
+    pretrain(tiny_pretrain_config(tiny_run, tmp_path / "plain", max_steps=4,
+                                  **{"task.options": {"fused_loss": False}}))
     assert losses(tmp_path / "fused") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5)
