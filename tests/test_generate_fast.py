@@ -1,5 +1,6 @@
-"""The generation fast path (fused, frozen projection weights; single-query attention) computes
-what the plain modules compute: same tokens, logits equal to rounding, parameters untouched."""
+"""The generation fast path (`fast_decoding`: fused, frozen projection weights swapped in from
+outside; single-query attention) computes what the plain modules compute: same tokens, logits
+equal to rounding, parameters untouched, wrapped linears still called."""
 
 import dataclasses
 
@@ -10,9 +11,10 @@ import torch.nn.functional as F
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.generate import generate, generate_seq2seq
-from lmforge.models import T5Model, blocks, build_model
-from lmforge.models.blocks import (Attention, FrozenLinear, SwiGLUMLP, _packed_linear_available, inference_weights,
-                                   matmul_attention)
+from lmforge.models import build_model, decoding
+from lmforge.models.blocks import Attention, SwiGLUMLP, matmul_attention
+from lmforge.models.decoding import FrozenLinear, FrozenProjection, _packed_linear_available, fast_decoding
+from lmforge.models.heads import LMHead
 
 FAMILIES = ["llama-tiny", "gpt2-tiny", "falcon-tiny", "mistral-tiny"]
 # LMFORGE_PACKED_LINEAR's values, and "unavailable": a torch without the oneDNN op (auto then)
@@ -21,12 +23,12 @@ PACKING = ["auto", "on", "off", "unavailable"]
 
 def _packing(mode: str, monkeypatch) -> None:
     """Set FrozenLinear's kernel choice for this test, with a fresh decision cache."""
-    monkeypatch.setattr(blocks, "_packed_choices", {})
+    monkeypatch.setattr(decoding, "_packed_choices", {})
     if mode == "unavailable":
-        monkeypatch.setattr(blocks, "_packed_linear_available", lambda: False)
-        monkeypatch.delenv(blocks.PACKED_LINEAR_ENV, raising=False)
+        monkeypatch.setattr(decoding, "_packed_linear_available", lambda: False)
+        monkeypatch.delenv(decoding.PACKED_LINEAR_ENV, raising=False)
     else:
-        monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, mode)
+        monkeypatch.setenv(decoding.PACKED_LINEAR_ENV, mode)
 
 
 def _randomised(preset: str, seed: int = 0, **overrides) -> torch.nn.Module:
@@ -56,10 +58,10 @@ def test_frozen_linear_is_the_concatenated_linears(rows_hint, bias, packing, mon
     available = packing != "unavailable" and _packed_linear_available()
     key = (32, 32, rows_hint, torch.get_num_threads(), torch.float32, bias)
     if packing == "auto" and available:
-        assert list(blocks._packed_choices) == [key]
-        assert (frozen.packed is not None) == blocks._packed_choices[key]
+        assert list(decoding._packed_choices) == [key]
+        assert (frozen.packed is not None) == decoding._packed_choices[key]
     else:
-        assert blocks._packed_choices == {}  # nothing timed
+        assert decoding._packed_choices == {}  # nothing timed
         assert (frozen.packed is not None) == (packing == "on" and available)
     assert (frozen.weight is None) == (frozen.packed is not None)  # one weight copy either way
     if frozen.weight is not None:
@@ -82,7 +84,7 @@ def test_auto_keeps_the_kernel_the_timing_found_faster_and_times_each_key_once(p
         timed.append((tuple(weight.shape), rows, bias is not None))
         return packed_wins
 
-    monkeypatch.setattr(blocks, "_packed_is_faster", fake_timing)
+    monkeypatch.setattr(decoding, "_packed_is_faster", fake_timing)
     torch.manual_seed(0)
     a, b = torch.nn.Linear(32, 16, bias=False), torch.nn.Linear(32, 16, bias=False)
     first = FrozenLinear([a], 4)
@@ -102,11 +104,11 @@ def test_auto_keeps_the_kernel_the_timing_found_faster_and_times_each_key_once(p
         torch.set_num_threads(threads)
     assert timed == [((16, 32), 4, False), ((16, 32), 8, False), ((32, 32), 4, False), ((16, 32), 4, True),
                      ((16, 32), 4, False)]
-    assert len(blocks._packed_choices) == 5
+    assert len(decoding._packed_choices) == 5
     # on and off override the cached decision without timing
-    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, "on")
+    monkeypatch.setenv(decoding.PACKED_LINEAR_ENV, "on")
     assert FrozenLinear([a], 4).packed is not None
-    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, "off")
+    monkeypatch.setenv(decoding.PACKED_LINEAR_ENV, "off")
     assert FrozenLinear([a], 4).packed is None
     assert len(timed) == 5
 
@@ -117,7 +119,7 @@ def test_auto_timing_leaves_the_random_stream_alone(monkeypatch):
     linear = torch.nn.Linear(64, 48)
     torch.manual_seed(123)
     FrozenLinear([linear], 2)
-    assert len(blocks._packed_choices) == 1  # it did time
+    assert len(decoding._packed_choices) == 1  # it did time
     drawn = torch.rand(4)
     torch.manual_seed(123)
     assert torch.equal(drawn, torch.rand(4))
@@ -130,40 +132,87 @@ def test_only_fp32_on_cpu_outside_autocast_is_packed(packing, monkeypatch):
     assert FrozenLinear([linear], 2).packed is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert FrozenLinear([linear.float()], 2).packed is None
-    assert blocks._packed_choices == {}
+    assert decoding._packed_choices == {}
 
 
 @pytest.mark.parametrize("value", ["ON", " off ", ""])
 def test_packed_linear_mode_reads_the_environment(value, monkeypatch):
-    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, value)
-    assert blocks.packed_linear_mode() == (value.strip().lower() or "auto")
-    monkeypatch.delenv(blocks.PACKED_LINEAR_ENV)
-    assert blocks.packed_linear_mode() == "auto"
+    monkeypatch.setenv(decoding.PACKED_LINEAR_ENV, value)
+    assert decoding.packed_linear_mode() == (value.strip().lower() or "auto")
+    monkeypatch.delenv(decoding.PACKED_LINEAR_ENV)
+    assert decoding.packed_linear_mode() == "auto"
 
 
 def test_an_unknown_packed_linear_mode_is_a_config_error(monkeypatch):
-    monkeypatch.setenv(blocks.PACKED_LINEAR_ENV, "yes")
+    monkeypatch.setenv(decoding.PACKED_LINEAR_ENV, "yes")
     with pytest.raises(ConfigError, match="LMFORGE_PACKED_LINEAR='yes' is not one of auto, on, off"):
         FrozenLinear([torch.nn.Linear(8, 8)], 1)
 
 
-def test_inference_weights_leave_parameters_state_dict_and_gradients_alone():
+def test_fast_decoding_swaps_from_outside_and_restores_everything():
     model = _randomised("llama-tiny")
-    keys = list(model.state_dict())
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    parameters = [id(p) for p in model.parameters()]
+    attn, mlp = model.layers[0].attn, model.layers[0].mlp
+    originals = (attn.q_proj, attn.out_proj, mlp.gate_proj, model.output)
     ids_BT = torch.randint(0, 256, (2, 6))
-    with inference_weights(model, rows_hint=2):
-        attn, mlp = model.layers[0].attn, model.layers[0].mlp
-        assert attn.frozen is not None and mlp.frozen is not None
-        model(ids_BT).sum().backward()  # autograd on: the plain parameters serve, so grads flow
-        assert attn.frozen.built == {} and model.layers[0].attn.q_proj.weight.grad is not None
+    with fast_decoding(model, rows_hint=2):
+        assert all(isinstance(getattr(attn, name), FrozenProjection) for name in ("q_proj", "k_proj", "v_proj"))
+        assert isinstance(model.output, decoding.FrozenHead)
+        model(ids_BT).sum().backward()  # autograd on: the original modules serve, so grads flow
+        assert attn.q_proj.original.weight.grad is not None
+        # Q/K/V (and gate/up) share one product; it is built on first use without autograd
+        assert attn.q_proj.product is attn.v_proj.product and attn.q_proj.product.frozen is None
         with torch.inference_mode():
-            model.train()(ids_BT)  # training mode (dropout): the plain modules too
-            assert attn.frozen.built == {}
-            model.eval()(ids_BT)
-        assert sorted(attn.frozen.built) == ["out", "qkv"] and sorted(mlp.frozen.built) == ["gate_up", "out"]
-    # back to the class default, nothing left on the instance
-    assert attn.frozen is None and "frozen" not in attn.__dict__ and "frozen" not in mlp.__dict__
-    assert list(model.state_dict()) == keys
+            model(ids_BT)
+        assert attn.q_proj.product.frozen is not None and mlp.gate_proj.product is mlp.up_proj.product
+    assert (attn.q_proj, attn.out_proj, mlp.gate_proj, model.output) == originals
+    assert [id(p) for p in model.parameters()] == parameters
+    assert list(model.state_dict()) == list(state)
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+
+
+class CountingLinear(torch.nn.Linear):
+    """A LoRA-like wrapper: a subclass of nn.Linear (so not swapped) that counts its calls."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        CountingLinear.calls += 1
+        return super().forward(x)
+
+
+class ScaledLogitsHead(LMHead):
+    """A head that overrides how logits are computed (not swapped)."""
+
+    def logits(self, h_BTD: torch.Tensor) -> torch.Tensor:
+        return super().logits(h_BTD) * 1.5
+
+
+def test_wrapped_linears_and_heads_are_left_in_place_and_called(monkeypatch):
+    model = _randomised("llama-tiny")
+    prompt_BT = torch.randint(0, 256, (2, 5))
+    plain_BN = _tokens(model, prompt_BT, 6, fast=False)
+    for layer in model.layers:  # wrap every query projection and the MLP's up projection
+        for parent, name in ((layer.attn, "q_proj"), (layer.mlp, "up_proj")):
+            original = getattr(parent, name)
+            wrapped = CountingLinear(original.in_features, original.out_features, bias=False)
+            wrapped.weight = original.weight
+            setattr(parent, name, wrapped)
+    monkeypatch.setattr(CountingLinear, "calls", 0)
+    with fast_decoding(model, rows_hint=2):
+        attn = model.layers[0].attn
+        assert type(attn.q_proj) is CountingLinear and type(model.layers[0].mlp.up_proj) is CountingLinear
+        # the group is not fused, its plain members are still swapped one by one
+        assert isinstance(attn.k_proj, FrozenProjection) and attn.k_proj.product is not attn.v_proj.product
+    fast_BN = _tokens(model, prompt_BT, 6, fast=True)
+    assert torch.equal(fast_BN, plain_BN)
+    assert CountingLinear.calls == 2 * 2 * 6  # two per layer, two layers, a prefill and five steps
+    head = ScaledLogitsHead(64, 256)
+    head.weight = model.output.weight
+    model.output = head
+    with fast_decoding(model, rows_hint=2):
+        assert model.output is head
 
 
 @pytest.mark.parametrize("preset", FAMILIES)
@@ -176,7 +225,7 @@ def test_fast_logits_match_plain_for_prefill_and_cached_steps(preset, batch_size
     ids_BT = torch.randint(0, 256, (batch_size, 10))
     with torch.inference_mode():
         plain_BTV = model(ids_BT)
-        with inference_weights(model, rows_hint=batch_size):
+        with fast_decoding(model, rows_hint=batch_size):
             full_BTV = model(ids_BT)
             cache = model.new_kv_cache(batch_size, 10)
             steps = [model(ids_BT[:, :4], cache)]  # prefill, then one token at a time
@@ -195,7 +244,7 @@ def test_fast_generation_gives_the_plain_tokens(preset, packing, monkeypatch):
     assert fast_BN.shape == (4, 24)
     assert torch.equal(fast_BN, _tokens(model, prompt_BT, 24, fast=False))
     assert torch.equal(_tokens(model, prompt_BT[:1], 24, fast=True), fast_BN[:1])  # batch 1
-    assert model.layers[0].attn.frozen is None  # dropped when the generator finished
+    assert type(model.layers[0].attn.q_proj) is torch.nn.Linear  # back when the generator finished
 
 
 @pytest.mark.parametrize("packing", ["auto", "on", "off"])
@@ -204,7 +253,7 @@ def test_fast_seq2seq_generation_gives_the_plain_tokens(packing, monkeypatch):
     torch.manual_seed(0)
     cfg = ModelConfig(preset="t5-tiny")
     for variant in (cfg, dataclasses.replace(cfg, feed_forward="gated-gelu", tie_embeddings=False)):
-        model = T5Model(variant).eval()
+        model = build_model(variant).eval()
         with torch.no_grad():
             for param in model.parameters():
                 param.normal_(0.0, 0.3 if param.dim() > 1 else 1.0)
@@ -258,6 +307,12 @@ def test_matmul_attention_with_a_learned_bias_matches_sdpa_values_and_gradients(
         torch.testing.assert_close(got_grad, expected_grad)
 
 
-def test_modules_outside_a_model_use_their_own_weights():
-    # Attention/MLP built alone carry no frozen weights: the class default is None
-    assert Attention(16, 2, 2, False, 0.0).frozen is None and SwiGLUMLP(16, 32, False).frozen is None
+def test_fusable_groups_are_declared_on_the_classes():
+    assert Attention.fusable == (("q_proj", "k_proj", "v_proj"),) and SwiGLUMLP.fusable == (("gate_proj", "up_proj"),)
+    # T5 cross-attention: queries and keys/values read different inputs, so they are not fused
+    model = build_model(ModelConfig(preset="t5-tiny"))
+    with fast_decoding(model, rows_hint=1):
+        cross = model.decoder_layers[0].cross_attn
+        assert cross.q_proj.product is not cross.k_proj.product is not cross.v_proj.product
+        self_attn = model.decoder_layers[0].attn
+        assert self_attn.q_proj.product is self_attn.k_proj.product

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.models.blocks import FrozenLinear, inference_weights
+from lmforge.models.decoding import fast_decoding
 
 
 def apply_repetition_penalty(logits_BV: torch.Tensor, token_ids_BS: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -89,12 +89,6 @@ def _fast_path(fast: Optional[bool], device: torch.device) -> bool:
     return device.type == "cpu" if fast is None else fast
 
 
-def _head(model: torch.nn.Module, fast: bool, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The output head, frozen (see `FrozenLinear`) on the fast path when it is a plain Linear."""
-    head = model.output
-    return FrozenLinear([head], rows) if fast and type(head) is torch.nn.Linear else head
-
-
 @torch.inference_mode()
 def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0, eos_id: Optional[int] = None,
@@ -108,12 +102,13 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
     not slid: nothing is generated past it). The model runs in eval mode (no dropout) and
     gets its previous mode back at the end. `generator` seeds sampling (same device as model).
 
-    `fast` (default: on for CPU) runs the projections and the head with fused, frozen copies
-    of the weights (`lmforge.models.blocks.inference_weights`, `FrozenLinear`) and a decoding
-    step's attention as two batched products (`matmul_attention`): the same function,
-    rounded differently (logits agree to rounding, not bit for bit), at the cost of one extra
-    copy of those weights while the generator lives; parameters changed during the
-    generation are not seen. `fast=False` runs the modules as they are.
+    `fast` (default: on for CPU) swaps the model's plain `nn.Linear`s and head for fused,
+    frozen copies of their weights while the generator lives (`fast_decoding` in
+    `lmforge.models.decoding`; wrapped linears, e.g. LoRA, stay as they are): the same function, rounded
+    differently (logits agree to rounding, not bit for bit), at the cost of one extra copy of
+    those weights; parameters changed during the generation are not seen. `fast=False` runs
+    the modules as they are. On CPU a decoding step's attention is two batched products
+    either way (`matmul_attention`).
     """
     batch_size, prompt_len = prompt_ids_BT.shape
     max_seq_len = model.config.max_seq_len
@@ -129,8 +124,7 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
     with ExitStack() as stack:
         stack.callback(model.train, was_training)
         if fast:
-            stack.enter_context(inference_weights(model, batch_size))
-        head = _head(model, fast, batch_size)
+            stack.enter_context(fast_decoding(model, batch_size))
         kv_cache = model.new_kv_cache(batch_size, prompt_len + num_new - 1)
         seen_BS = torch.empty(batch_size, prompt_len + num_new, dtype=torch.long, device=prompt_ids_BT.device)
         seen_BS[:, :prompt_len] = prompt_ids_BT
@@ -139,7 +133,7 @@ def generate(model: torch.nn.Module, prompt_ids_BT: torch.Tensor, max_new_tokens
         for step in range(num_new):
             # Only the last position's logits are needed: skip the (T, V) head of the prefill.
             hidden_BD = model.hidden_states(input_ids_BT, kv_cache)[:, -1]
-            logits_BV = head(hidden_BD).float()
+            logits_BV = model.output(hidden_BD).float()
             logits_BV = apply_repetition_penalty(logits_BV, seen_BS[:, :prompt_len + step], repetition_penalty)
             next_B = _hold_finished(sample_next_token(logits_BV, temperature, top_k, top_p, generator),
                                     finished_B, eos_id)
@@ -166,7 +160,7 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
     pad id, 0). Stops after `max_new_tokens` or when every row has produced `eos_id` (a
     finished row keeps yielding `eos_id`). Sampling as in `generate` (`sample_next_token`:
     temperature 0 is greedy); the model runs in eval mode and gets its previous mode back.
-    `fast` as in `generate` (fused, frozen projection and head weights).
+    `fast` as in `generate` (`fast_decoding`).
     """
     if input_ids_BT.shape[1] == 0:
         raise LmforgeError("the input has no tokens")
@@ -187,14 +181,13 @@ def generate_seq2seq(model: torch.nn.Module, input_ids_BT: torch.Tensor, max_new
         stack.callback(model.train, was_training)
         fast = _fast_path(fast, input_ids_BT.device)
         if fast:
-            stack.enter_context(inference_weights(model, batch_size))
-        head = _head(model, fast, batch_size)
+            stack.enter_context(fast_decoding(model, batch_size))
         encoder_out_BTD = model.encode(input_ids_BT, attention_mask_BT)
         cache = model.new_cache(encoder_out_BTD, max_new_tokens, attention_mask_BT)
         finished_B = torch.zeros(batch_size, dtype=torch.bool, device=input_ids_BT.device)
         next_B1 = torch.full((batch_size, 1), decoder_start_id, dtype=torch.long, device=input_ids_BT.device)
         for _ in range(max_new_tokens):
-            logits_BV = model.logits(model.decoder_hidden_states(next_B1, cache=cache)[:, -1], head).float()
+            logits_BV = model.output(model.decoder_hidden_states(next_B1, cache=cache)[:, -1]).float()
             next_B = _hold_finished(sample_next_token(logits_BV, temperature, top_k, top_p, generator),
                                     finished_B, eos_id)
             yield next_B

@@ -3,8 +3,10 @@
 Word + learned position + token-type embeddings, an embedding LayerNorm, post-norm blocks
 (`PostNormBlock`: x = LN(x + attn(x)), x = LN(x + mlp(x))) with exact-GELU MLPs and biases
 everywhere, no causal mask. `attention_mask_BT` (1 = real token, 0 = padding) keeps padded
-keys out of attention. The classes share one parameter layout (heads subclass the encoder),
-so an MLM checkpoint loads into a classifier with `load_state_dict(..., strict=False)`.
+keys out of attention, `document_ids_BT` keys of other documents packed into the same row.
+The classes share one parameter layout (heads subclass the encoder), so an MLM checkpoint
+loads into a classifier with `load_state_dict(..., strict=False)`. Constructors take a
+resolved config (`lmforge.models.build_model` resolves it).
 
 Shape legend: B batch, T positions, D width (dim), V vocabulary, C classes (num_labels).
 """
@@ -27,14 +29,12 @@ BLOCKS = BlockSpec(norm="layernorm", mlp="gelu", positions="learned")
 class BertModel(nn.Module):
     """The encoder (and, with `add_pooler`, BERT's pooler: tanh(dense(h of the first token))).
 
-    `forward(input_ids_BT, attention_mask_BT=None, token_type_ids_BT=None) -> h_BTD`.
+    `forward(input_ids_BT, attention_mask_BT=None, token_type_ids_BT=None, **inputs) -> h_BTD`,
+    the other inputs as `hidden_states` takes them.
     """
 
     def __init__(self, cfg: ModelConfig, add_pooler: bool = True):
         super().__init__()
-        from lmforge.models.presets import resolve_model_config  # presets imports this file
-
-        cfg = resolve_model_config(cfg)
         self.config = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim)
@@ -59,28 +59,37 @@ class BertModel(nn.Module):
             else:
                 nn.init.ones_(param)
 
-    def hidden_states(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
-                      token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The last layer's h_BTD. Token types default to 0 (one segment)."""
-        T = input_ids_BT.shape[1]
+    def hidden_states(self, input_ids_BT: Optional[torch.Tensor] = None,
+                      attention_mask_BT: Optional[torch.Tensor] = None,
+                      token_type_ids_BT: Optional[torch.Tensor] = None, *,
+                      inputs_embeds_BTD: Optional[torch.Tensor] = None, position_ids_BT: Optional[torch.Tensor] = None,
+                      document_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The last layer's h_BTD. `inputs_embeds_BTD` replaces the word embedding of
+        `input_ids_BT` (one of the two); token types default to 0 (one segment), positions to
+        0..T-1 (`position_ids_BT` restart them for packed documents)."""
+        if (input_ids_BT is None) == (inputs_embeds_BTD is None):
+            raise ValueError("pass exactly one of input_ids_BT and inputs_embeds_BTD")
+        x_BTD = self.tok_embeddings(input_ids_BT) if inputs_embeds_BTD is None else inputs_embeds_BTD
+        T = x_BTD.shape[1]
         if T > self.config.max_seq_len:
             raise ValueError(f"{T} positions requested but the model supports {self.config.max_seq_len}")
-        x_BTD = self.tok_embeddings(input_ids_BT) + self.pos_embeddings.weight[:T]
+        x_BTD = x_BTD + (self.pos_embeddings.weight[:T] if position_ids_BT is None
+                         else self.pos_embeddings(position_ids_BT))
         if self.type_embeddings is not None:
             x_BTD = x_BTD + (self.type_embeddings(token_type_ids_BT) if token_type_ids_BT is not None
                              else self.type_embeddings.weight[0])
         x_BTD = self.embed_dropout(self.embed_norm(x_BTD))
         for layer in self.layers:
-            x_BTD = layer(x_BTD, attention_mask_BT)
+            x_BTD = layer(x_BTD, attention_mask_BT, document_ids_BT)
         return x_BTD
 
     def pooled(self, h_BTD: torch.Tensor) -> torch.Tensor:
         """BERT's sentence vector h_BD: tanh(W h_first + b), the first token being <s>/[CLS]."""
         return torch.tanh(self.pooler(h_BTD[:, 0]))
 
-    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
-                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+    def forward(self, input_ids_BT: Optional[torch.Tensor] = None, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None, **inputs: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT, **inputs)
 
 
 class BertForMaskedLM(BertModel):
@@ -101,9 +110,9 @@ class BertForMaskedLM(BertModel):
             self.output.weight = self.tok_embeddings.weight
         self.init_weights()
 
-    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
-                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+    def forward(self, input_ids_BT: Optional[torch.Tensor] = None, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None, **inputs: Optional[torch.Tensor]) -> torch.Tensor:
+        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT, **inputs)
         return self.output(self.head_norm(F.gelu(self.head_dense(h_BTD))))
 
 
@@ -113,16 +122,16 @@ class _BertClassifier(BertModel):
     per_token: bool
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg, add_pooler=not self.per_token)
-        if self.config.num_labels <= 0:
+        if cfg.num_labels <= 0:
             raise ConfigError("a BERT classification head needs model.num_labels > 0 (the number of classes)")
+        super().__init__(cfg, add_pooler=not self.per_token)
         self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(self.config.dim, self.config.num_labels)
         self.init_weights()
 
-    def forward(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None,
-                token_type_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT)
+    def forward(self, input_ids_BT: Optional[torch.Tensor] = None, attention_mask_BT: Optional[torch.Tensor] = None,
+                token_type_ids_BT: Optional[torch.Tensor] = None, **inputs: Optional[torch.Tensor]) -> torch.Tensor:
+        h_BTD = self.hidden_states(input_ids_BT, attention_mask_BT, token_type_ids_BT, **inputs)
         return self.classifier(self.classifier_dropout(h_BTD if self.per_token else self.pooled(h_BTD)))
 
 

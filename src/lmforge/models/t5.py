@@ -16,6 +16,9 @@ Two variants, chosen by config (as HF `T5ForConditionalGeneration` does):
   (tanh GELU), an untied head and no rescaling; t5-v1_1-small also sets `head_dim` (64 with
   6 heads of a 512 stream).
 
+The constructor takes a resolved config (`lmforge.models.build_model` resolves it). The head
+is an `LMHead` that owns the loss and the v1.0 rescale (its `logit_scale`).
+
 Shape legend: B batch, T encoder positions, U decoder positions, S cached decoder positions,
 D width (dim), V vocabulary, L layers, H heads, K head width.
 """
@@ -23,13 +26,14 @@ D width (dim), V vocabulary, L layers, H heads, K head width.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.models.blocks import BlockSpec, EncoderDecoderBlock, RelativePositionBias, make_norm
+from lmforge.models.heads import LMHead
 
 BLOCKS = BlockSpec(norm="rmsnorm", mlp="relu", positions="relative", norm_bias=False)
 
@@ -42,26 +46,28 @@ class T5Cache:
     def __init__(self, cross_kv: list[tuple[torch.Tensor, torch.Tensor]], num_layers: int, batch_size: int,
                  num_heads: int, max_len: int, head_dim: int, encoder_mask_BT: Optional[torch.Tensor],
                  device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
-        shape = (num_layers, batch_size, num_heads, max_len, head_dim)
-        self.k_LBHSK = torch.zeros(shape, device=device, dtype=dtype)
-        self.v_LBHSK = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, num_heads, max_len, head_dim)
+        # one (k_BHSK, v_BHSK) pair per layer: handed out as they are, no indexing per step
+        self.layers = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                       for _ in range(num_layers)]
         self.cross_kv = cross_kv
         self.encoder_mask_BT = encoder_mask_BT
         self.length = 0
 
     @property
     def max_len(self) -> int:
-        return self.k_LBHSK.shape[3]
+        return self.layers[0][0].shape[2]
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k_LBHSK[index], self.v_LBHSK[index]
+        return self.layers[index]
 
 
 class T5Model(nn.Module):
     """The T5 encoder-decoder with its LM head (HF's `T5ForConditionalGeneration`).
 
-    `forward(input_ids_BT, decoder_input_ids_BU, attention_mask_BT=None) -> logits_BUV`;
-    `encode(input_ids_BT, attention_mask_BT=None) -> h_BTD`;
+    `forward(input_ids_BT, decoder_input_ids_BU, attention_mask_BT=None, *, targets_BU=None,
+    inputs_embeds_BTD=None) -> logits_BUV` (with `targets_BU`, the head's mean loss);
+    `encode(input_ids_BT, attention_mask_BT=None, *, inputs_embeds_BTD=None) -> h_BTD`;
     `decode(decoder_input_ids_BU, encoder_out_BTD=None, attention_mask_BT=None, cache=None) -> logits_BUV`
     (with a cache from `new_cache`, the encoder output and mask come from the cache and
     `decoder_input_ids_BU` are the tokens after the `cache.length` already decoded ones).
@@ -71,9 +77,6 @@ class T5Model(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        from lmforge.models.presets import resolve_model_config  # presets imports this file
-
-        cfg = resolve_model_config(cfg)
         self.config = cfg
         spec = dataclasses.replace(BLOCKS, mlp="geglu" if cfg.feed_forward == "gated-gelu" else "relu")
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
@@ -91,7 +94,8 @@ class T5Model(nn.Module):
         self.decoder_pos_bias = RelativePositionBias(cfg.num_heads, buckets, distance, bidirectional=False)
         self.decoder_layers = stack(self.num_decoder_layers, is_decoder=True)
         self.decoder_norm = make_norm(spec.norm, cfg.dim, cfg.norm_eps, False)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # v1.0 (tied) rescales the decoder output by dim**-0.5 before the head (Mesh TF T5)
+        self.output = LMHead(cfg.dim, cfg.vocab_size, logit_scale=cfg.dim ** -0.5 if cfg.tie_embeddings else 1.0)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.init_weights()
@@ -132,10 +136,15 @@ class T5Model(nn.Module):
                 std = D ** -0.5
             nn.init.normal_(param, 0.0, std)
 
-    def encode(self, input_ids_BT: torch.Tensor, attention_mask_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The encoder output h_BTD (after the encoder's final norm)."""
-        T = input_ids_BT.shape[1]
-        x_BTD = self.embed_dropout(self.tok_embeddings(input_ids_BT))
+    def encode(self, input_ids_BT: Optional[torch.Tensor] = None, attention_mask_BT: Optional[torch.Tensor] = None,
+               *, inputs_embeds_BTD: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The encoder output h_BTD (after the encoder's final norm); `inputs_embeds_BTD`
+        replaces the token embedding of `input_ids_BT` (one of the two)."""
+        if (input_ids_BT is None) == (inputs_embeds_BTD is None):
+            raise ValueError("pass exactly one of input_ids_BT and inputs_embeds_BTD")
+        x_BTD = self.tok_embeddings(input_ids_BT) if inputs_embeds_BTD is None else inputs_embeds_BTD
+        T = x_BTD.shape[1]
+        x_BTD = self.embed_dropout(x_BTD)
         bias_1HTT = self.encoder_pos_bias(T, T)
         for layer in self.encoder_layers:
             x_BTD = layer(x_BTD, bias_1HTT, key_padding_mask_BS=attention_mask_BT)
@@ -180,19 +189,14 @@ class T5Model(nn.Module):
             cache.length = end_pos
         return self.embed_dropout(self.decoder_norm(x_BUD))
 
-    def logits(self, h_BUD: torch.Tensor, head: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
-        """The head: v1.0 (tied) rescales by dim**-0.5 first (Mesh TF T5), v1.1 does not.
-        ``head`` replaces ``self.output`` (generation passes a frozen, fused copy)."""
-        if self.config.tie_embeddings:
-            h_BUD = h_BUD * (self.config.dim ** -0.5)
-        return (head or self.output)(h_BUD)
-
     def decode(self, decoder_input_ids_BU: torch.Tensor, encoder_out_BTD: Optional[torch.Tensor] = None,
-               attention_mask_BT: Optional[torch.Tensor] = None, cache: Optional[T5Cache] = None) -> torch.Tensor:
-        return self.logits(self.decoder_hidden_states(decoder_input_ids_BU, encoder_out_BTD, attention_mask_BT,
-                                                      cache))
+               attention_mask_BT: Optional[torch.Tensor] = None, cache: Optional[T5Cache] = None,
+               targets_BU: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h_BUD = self.decoder_hidden_states(decoder_input_ids_BU, encoder_out_BTD, attention_mask_BT, cache)
+        return self.output(h_BUD, targets_BU)
 
-    def forward(self, input_ids_BT: torch.Tensor, decoder_input_ids_BU: torch.Tensor,
-                attention_mask_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        encoder_out_BTD = self.encode(input_ids_BT, attention_mask_BT)
-        return self.decode(decoder_input_ids_BU, encoder_out_BTD, attention_mask_BT)
+    def forward(self, input_ids_BT: Optional[torch.Tensor] = None, decoder_input_ids_BU: Optional[torch.Tensor] = None,
+                attention_mask_BT: Optional[torch.Tensor] = None, *, targets_BU: Optional[torch.Tensor] = None,
+                inputs_embeds_BTD: Optional[torch.Tensor] = None) -> torch.Tensor:
+        encoder_out_BTD = self.encode(input_ids_BT, attention_mask_BT, inputs_embeds_BTD=inputs_embeds_BTD)
+        return self.decode(decoder_input_ids_BU, encoder_out_BTD, attention_mask_BT, targets_BU=targets_BU)

@@ -1,8 +1,11 @@
 """The decoder-only Transformer every family shares, and its KV cache.
 
+The constructor takes a resolved config (`lmforge.models.build_model` resolves it) and the
+family's blocks; nothing here knows about presets.
+
 Shape legend (suffixes on tensor names):
-    L layers, B batch, T positions in this call, S cache positions, D model width (dim),
-    G key/value heads, K head width, V vocabulary.
+    L layers, B batch, T positions in this call, S key positions (cached + this call's),
+    D model width (dim), G key/value heads, K head width, V vocabulary.
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.linear_cross_entropy import linear_cross_entropy
-from lmforge.models.blocks import TransformerBlock, make_norm, residual_init_std, rope_tables
-from lmforge.models.presets import FAMILIES, resolve_model_config
+from lmforge.models.blocks import BlockSpec, Rope, TransformerBlock, make_norm, residual_init_std, rope_tables
+from lmforge.models.heads import LMHead
 
 
 class KVCache:
@@ -29,17 +31,18 @@ class KVCache:
 
     def __init__(self, num_layers: int, batch_size: int, num_kv_heads: int, max_len: int, head_dim: int,
                  device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
-        shape = (num_layers, batch_size, num_kv_heads, max_len, head_dim)
-        self.k_LBGSK = torch.zeros(shape, device=device, dtype=dtype)
-        self.v_LBGSK = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, num_kv_heads, max_len, head_dim)
+        # one (k_BGSK, v_BGSK) pair per layer: handed out as they are, no indexing per step
+        self.layers = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                       for _ in range(num_layers)]
         self.length = 0
 
     @property
     def max_len(self) -> int:
-        return self.k_LBGSK.shape[3]
+        return self.layers[0][0].shape[2]
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k_LBGSK[index], self.v_LBGSK[index]
+        return self.layers[index]
 
     def reset(self) -> None:
         self.length = 0
@@ -47,17 +50,18 @@ class KVCache:
 
 class Transformer(nn.Module):
     """Token embedding (+ learned positions for GPT-2), pre-norm blocks (sequential or parallel
-    residual), final norm, output head.
+    residual), final norm, output head (`LMHead`, which owns the loss).
 
-    `forward(input_ids_BT, kv_cache=None) -> logits_BTV`. With a cache, `input_ids_BT` are the
-    tokens after the `kv_cache.length` already cached ones.
+    `Transformer(cfg, blocks)`: `cfg` resolved, `blocks` the family's `BlockSpec`.
+    `forward(input_ids_BT, kv_cache=None, *, targets_BT=None, ...) -> logits_BTV`, or with
+    `targets_BT` the mean next-token loss. With a cache, `input_ids_BT` are the tokens after
+    the `kv_cache.length` already cached ones. See `hidden_states` for the other inputs.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, blocks: BlockSpec):
         super().__init__()
-        cfg = resolve_model_config(cfg)
         self.config = cfg
-        spec = FAMILIES[cfg.family]
+        spec = blocks
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim) if spec.positions == "learned" else None
         self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
@@ -67,7 +71,7 @@ class Transformer(nn.Module):
             for _ in range(cfg.num_layers))
         norm_bias = cfg.bias if spec.norm_bias is None else spec.norm_bias
         self.norm = make_norm(spec.norm, cfg.dim, cfg.norm_eps, norm_bias)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = LMHead(cfg.dim, cfg.vocab_size)
         if cfg.tie_embeddings:
             # Press & Wolf 2017: one matrix embeds and un-embeds; GPT-2 and small Llamas do this.
             self.output.weight = self.tok_embeddings.weight
@@ -114,33 +118,60 @@ class Transformer(nn.Module):
         return KVCache(self.config.num_layers, batch_size, self.config.num_kv_heads, max_len, self.head_dim,
                        device=device, dtype=dtype)
 
-    def hidden_states(self, input_ids_BT: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+    def embed(self, input_ids_BT: Optional[torch.Tensor], inputs_embeds_BTD: Optional[torch.Tensor],
+              positions: slice | torch.Tensor) -> torch.Tensor:
+        """Token embeddings (or the given ones) plus learned positions where the family has them."""
+        if (input_ids_BT is None) == (inputs_embeds_BTD is None):
+            raise ValueError("pass exactly one of input_ids_BT and inputs_embeds_BTD")
+        x_BTD = self.tok_embeddings(input_ids_BT) if inputs_embeds_BTD is None else inputs_embeds_BTD
+        if self.pos_embeddings is not None:
+            x_BTD = x_BTD + (self.pos_embeddings.weight[positions] if isinstance(positions, slice)
+                             else self.pos_embeddings(positions))
+        return self.embed_dropout(x_BTD)
+
+    def rope(self, positions: slice | torch.Tensor) -> Optional[Rope]:
+        """The RoPE rows of these positions: (T, 1, K) for a slice, (B, T, 1, K) for ids."""
+        return (self.rope_cos_T1K[positions], self.rope_sin_T1K[positions]) if self.use_rope else None
+
+    def hidden_states(self, input_ids_BT: Optional[torch.Tensor] = None, kv_cache: Optional[KVCache] = None, *,
+                      inputs_embeds_BTD: Optional[torch.Tensor] = None,
+                      attention_mask_BT: Optional[torch.Tensor] = None,
+                      position_ids_BT: Optional[torch.Tensor] = None,
+                      document_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The final-normed hidden states h_BTD (what the output head reads; heads for other
-        tasks, e.g. a reward model, can read them too)."""
+        tasks, e.g. a reward model, can read them too).
+
+        `inputs_embeds_BTD` replaces the token embedding of `input_ids_BT` (one of the two).
+        `position_ids_BT` (default: the positions after the cache, from 0 without one) are
+        what RoPE and learned positions read; packed documents restart them at 0.
+        `attention_mask_BT` (1 = real token, 0 = padding) and `document_ids_BT` (a query
+        attends only to keys of its own document, causally within it) have one column per key
+        position: with a cache, the cached positions and then this call's.
+        """
         start_pos = kv_cache.length if kv_cache is not None else 0
-        end_pos = start_pos + input_ids_BT.shape[1]
+        T = (input_ids_BT if input_ids_BT is not None else inputs_embeds_BTD).shape[1]
+        end_pos = start_pos + T
         limit = kv_cache.max_len if kv_cache is not None else self.config.max_seq_len
         if end_pos > min(limit, self.config.max_seq_len):
             raise ValueError(f"positions up to {end_pos} requested but the model supports "
                              f"{self.config.max_seq_len} and the cache holds {limit}")
-        x_BTD = self.tok_embeddings(input_ids_BT)
-        if self.pos_embeddings is not None:
-            x_BTD = x_BTD + self.pos_embeddings.weight[start_pos:end_pos]
-        x_BTD = self.embed_dropout(x_BTD)
-        rope = (self.rope_cos_T1K[start_pos:end_pos], self.rope_sin_T1K[start_pos:end_pos]) if self.use_rope else None
+        positions = slice(start_pos, end_pos) if position_ids_BT is None else position_ids_BT
+        x_BTD, rope = self.embed(input_ids_BT, inputs_embeds_BTD, positions), self.rope(positions)
         for index, layer in enumerate(self.layers):
             cache_kv = kv_cache.layer(index) if kv_cache is not None else None
-            x_BTD = layer(x_BTD, rope, cache_kv, start_pos)
+            x_BTD = layer(x_BTD, rope, cache_kv, start_pos, attention_mask_BT, document_ids_BT)
         if kv_cache is not None:
             kv_cache.length = end_pos
         return self.norm(x_BTD)
 
-    def forward(self, input_ids_BT: torch.Tensor, kv_cache: Optional[KVCache] = None, *,
-                targets_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """logits_BTV; with `targets_BT`, the mean next-token loss instead, computed with the head
-        in row chunks (`linear_cross_entropy`: at most 2^26 logits held at a time). The loss
-        goes through `forward` so that wrappers (DDP, torch.compile) see it."""
-        h_BTD = self.hidden_states(input_ids_BT, kv_cache)
-        if targets_BT is not None:
-            return linear_cross_entropy(h_BTD.flatten(0, 1), self.output.weight, targets_BT.flatten())
-        return self.output(h_BTD)
+    def forward(self, input_ids_BT: Optional[torch.Tensor] = None, kv_cache: Optional[KVCache] = None, *,
+                targets_BT: Optional[torch.Tensor] = None, inputs_embeds_BTD: Optional[torch.Tensor] = None,
+                attention_mask_BT: Optional[torch.Tensor] = None, position_ids_BT: Optional[torch.Tensor] = None,
+                document_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """logits_BTV; with `targets_BT`, the mean next-token loss instead, computed by the head
+        module (`LMHead`: in row chunks, at most 2^26 logits held at a time). The loss goes
+        through `forward` so that wrappers (DDP, torch.compile) see it."""
+        h_BTD = self.hidden_states(input_ids_BT, kv_cache, inputs_embeds_BTD=inputs_embeds_BTD,
+                                   attention_mask_BT=attention_mask_BT, position_ids_BT=position_ids_BT,
+                                   document_ids_BT=document_ids_BT)
+        return self.output(h_BTD, targets_BT)
