@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    from lmforge.models.blocks import packed_linear_mode
+    from lmforge.models.decoding import packed_linear_mode
 
     # FrozenLinear's kernel choice (auto: timed per weight shape) changes lmforge's figures
     machine = (f"device {device} ({device_name}), {torch.get_num_threads()} threads; "

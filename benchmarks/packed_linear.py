@@ -1,5 +1,5 @@
 """Few-row products: `F.linear` (MKL sgemm) against oneDNN with a packed weight, the op
-`FrozenLinear` (lmforge.models.blocks) runs when generating on CPU.
+`FrozenLinear` (lmforge.models.decoding) runs when generating on CPU.
 
 For the products of a decoding step of llama/gpt2-quickstart (the 4096x256 head, fused q/k/v,
 gate/up, the MLP and attention output projections) at 1 and 8 rows and 1 and 2 threads, the
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from equal_work import cpu_name
 
-import lmforge.models.blocks as blocks
+import lmforge.models.decoding as decoding
 from lmforge.config import ModelConfig, load_config
 from lmforge.generate import generate
 from lmforge.models import build_model
@@ -94,23 +94,23 @@ def generation_ab(model_name: str, batch: int, new_tokens: int, repeats: int = 6
     model = build_model(load_config(ModelConfig, None, {"preset": model_name, "vocab_size": VOCAB,
                                                         "max_seq_len": max(256, 32 + new_tokens)})).eval()
     prompt = torch.randint(0, VOCAB, (1, 32), generator=torch.Generator().manual_seed(0)).expand(batch, -1)
-    mode = os.environ.get(blocks.PACKED_LINEAR_ENV)
+    mode = os.environ.get(decoding.PACKED_LINEAR_ENV)
     seconds: dict[bool, list[float]] = {True: [], False: []}
     tokens: dict[bool, torch.Tensor] = {}
     try:
         for repeat in range(repeats + 1):  # the first round warms up
             for packed in ((True, False) if repeat % 2 == 0 else (False, True)):
                 # every weight packed, or none (not auto's per-weight choice)
-                os.environ[blocks.PACKED_LINEAR_ENV] = "on" if packed else "off"
+                os.environ[decoding.PACKED_LINEAR_ENV] = "on" if packed else "off"
                 start = time.perf_counter()
                 tokens[packed] = torch.stack(list(generate(model, prompt.contiguous(), new_tokens, temperature=0.0)), 1)
                 if repeat:
                     seconds[packed].append(time.perf_counter() - start)
     finally:
         if mode is None:
-            os.environ.pop(blocks.PACKED_LINEAR_ENV, None)
+            os.environ.pop(decoding.PACKED_LINEAR_ENV, None)
         else:
-            os.environ[blocks.PACKED_LINEAR_ENV] = mode
+            os.environ[decoding.PACKED_LINEAR_ENV] = mode
     rate = {k: batch * new_tokens / statistics.median(v) for k, v in seconds.items()}
     return {"model": model_name, "batch": batch, "threads": torch.get_num_threads(), "new_tokens": new_tokens,
             "packed_tokens_per_s": round(rate[True]), "f_linear_tokens_per_s": round(rate[False]),
