@@ -21,7 +21,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models.blocks import BlockSpec, PostNormBlock, make_norm
+from lmforge.models.blocks import BlockSpec, PostNormBlock, make_dropout, make_norm
 
 BLOCKS = BlockSpec(norm="layernorm", mlp="gelu", positions="learned")
 
@@ -40,7 +40,7 @@ class BertModel(nn.Module):
         self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim)
         self.type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(BLOCKS.norm, cfg.dim, cfg.norm_eps, cfg.bias)
-        self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.embed_dropout = make_dropout(cfg.dropout)
         self.layers = nn.ModuleList(
             PostNormBlock(BLOCKS, cfg.dim, cfg.num_heads, cfg.hidden_dim, cfg.norm_eps, cfg.bias, cfg.dropout)
             for _ in range(cfg.num_layers))
@@ -125,7 +125,7 @@ class _BertClassifier(BertModel):
         if cfg.num_labels <= 0:
             raise ConfigError("a BERT classification head needs model.num_labels > 0 (the number of classes)")
         super().__init__(cfg, add_pooler=not self.per_token)
-        self.classifier_dropout = nn.Dropout(self.config.dropout) if self.config.dropout > 0 else nn.Identity()
+        self.classifier_dropout = make_dropout(self.config.dropout)
         self.classifier = nn.Linear(self.config.dim, self.config.num_labels)
         self.init_weights()
 

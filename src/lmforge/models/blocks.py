@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,16 @@ class BlockSpec:
     residual: Literal["sequential", "parallel"] = "sequential"
     # None: norms have a bias exactly when the linears do (config `bias`); Falcon's always have one.
     norm_bias: Optional[bool] = None
+
+
+def make_dropout(p: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """nn.Dropout(p), or for p == 0 the identity as a plain function: an nn.Identity is a
+    module call (about 1 us on the dev box), paid at every use in every decoding step."""
+    return nn.Dropout(p) if p > 0 else _identity
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
@@ -160,8 +170,7 @@ class Attention(nn.Module):
         """The kernel: `matmul_attention` for an additive (bias) mask and for a CPU decoding
         step (one query, no mask, no autograd), SDPA otherwise. Returns y_BHTK."""
         dropout_p = self.dropout if self.training else 0.0
-        decoding_step = (q_BHTK.shape[2] == 1 and mask is None and not torch.is_grad_enabled()
-                         and q_BHTK.device.type == "cpu")
+        decoding_step = q_BHTK.shape[2] == 1 and mask is None and not torch.is_grad_enabled() and q_BHTK.is_cpu
         if decoding_step or (mask is not None and mask.is_floating_point()):
             return matmul_attention(q_BHTK, k_BGSK, v_BGSK, mask, self.scale, dropout_p)
         return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=mask, is_causal=is_causal,
@@ -409,7 +418,7 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(dim, num_heads, num_kv_heads, bias, dropout, sliding_window)
         self.mlp_norm = make_norm(spec.norm, dim, norm_eps, norm_bias) if spec.residual == "sequential" else None
         self.mlp = make_mlp(spec.mlp, dim, hidden_dim, bias)
-        self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.resid_dropout = make_dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, rope: Optional[Rope] = None,
                 cache_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None, start_pos: int = 0,
@@ -449,7 +458,7 @@ class PostNormBlock(nn.Module):
         self.attn_norm = make_norm(spec.norm, dim, norm_eps, norm_bias)
         self.mlp = make_mlp(spec.mlp, dim, hidden_dim, bias)
         self.mlp_norm = make_norm(spec.norm, dim, norm_eps, norm_bias)
-        self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.resid_dropout = make_dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, key_padding_mask_BT: Optional[torch.Tensor] = None,
                 document_ids_BT: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -530,7 +539,7 @@ class EncoderDecoderBlock(nn.Module):
                                           head_dim=head_dim, scale=1.0) if is_decoder else None)
         self.mlp_norm = make_norm(spec.norm, dim, norm_eps, False)
         self.mlp = make_mlp(spec.mlp, dim, hidden_dim, False)
-        self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.resid_dropout = make_dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, attn_bias_1HTS: torch.Tensor,
                 key_padding_mask_BS: Optional[torch.Tensor] = None,

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.blocks import BlockSpec, EncoderDecoderBlock, RelativePositionBias, make_norm
+from lmforge.models.blocks import BlockSpec, EncoderDecoderBlock, RelativePositionBias, make_dropout, make_norm
 from lmforge.models.heads import LMHead
 
 BLOCKS = BlockSpec(norm="rmsnorm", mlp="relu", positions="relative", norm_bias=False)
@@ -80,7 +80,7 @@ class T5Model(nn.Module):
         self.config = cfg
         spec = dataclasses.replace(BLOCKS, mlp="geglu" if cfg.feed_forward == "gated-gelu" else "relu")
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.embed_dropout = make_dropout(cfg.dropout)
 
         def stack(num_layers: int, is_decoder: bool) -> nn.ModuleList:
             return nn.ModuleList(

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.blocks import BlockSpec, Rope, TransformerBlock, make_norm, residual_init_std, rope_tables
+from lmforge.models.blocks import (BlockSpec, Rope, TransformerBlock, make_dropout, make_norm, residual_init_std,
+                                   rope_tables)
 from lmforge.models.heads import LMHead
 
 
@@ -64,7 +65,7 @@ class Transformer(nn.Module):
         spec = blocks
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim) if spec.positions == "learned" else None
-        self.embed_dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.embed_dropout = make_dropout(cfg.dropout)
         self.layers = nn.ModuleList(
             TransformerBlock(spec, cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.hidden_dim, cfg.norm_eps,
                              cfg.bias, cfg.dropout, cfg.sliding_window)
