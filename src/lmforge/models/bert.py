@@ -73,11 +73,13 @@ class BertModel(nn.Module):
         T = x_BTD.shape[1]
         if T > self.config.max_seq_len:
             raise ValueError(f"{T} positions requested but the model supports {self.config.max_seq_len}")
-        x_BTD = x_BTD + (self.pos_embeddings.weight[:T] if position_ids_BT is None
-                         else self.pos_embeddings(position_ids_BT))
-        if self.type_embeddings is not None:
-            x_BTD = x_BTD + (self.type_embeddings(token_type_ids_BT) if token_type_ids_BT is not None
-                             else self.type_embeddings.weight[0])
+        # Tables read through their modules' calls, so wrappers see every use.
+        positions = position_ids_BT if position_ids_BT is not None else torch.arange(T, device=x_BTD.device)
+        x_BTD = x_BTD + self.pos_embeddings(positions)
+        if self.type_embeddings is not None:  # one segment by default: type 0's row, broadcast
+            types = token_type_ids_BT if token_type_ids_BT is not None else torch.zeros(1, dtype=torch.long,
+                                                                                          device=x_BTD.device)
+            x_BTD = x_BTD + self.type_embeddings(types)
         x_BTD = self.embed_dropout(self.embed_norm(x_BTD))
         for layer in self.layers:
             x_BTD = layer(x_BTD, attention_mask_BT, document_ids_BT)

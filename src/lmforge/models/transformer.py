@@ -125,9 +125,10 @@ class Transformer(nn.Module):
         if (input_ids_BT is None) == (inputs_embeds_BTD is None):
             raise ValueError("pass exactly one of input_ids_BT and inputs_embeds_BTD")
         x_BTD = self.tok_embeddings(input_ids_BT) if inputs_embeds_BTD is None else inputs_embeds_BTD
-        if self.pos_embeddings is not None:
-            x_BTD = x_BTD + (self.pos_embeddings.weight[positions] if isinstance(positions, slice)
-                             else self.pos_embeddings(positions))
+        if self.pos_embeddings is not None:  # through the module's call, so wrappers see the read
+            if isinstance(positions, slice):
+                positions = torch.arange(positions.start, positions.stop, device=x_BTD.device)
+            x_BTD = x_BTD + self.pos_embeddings(positions)
         return self.embed_dropout(x_BTD)
 
     def rope(self, positions: slice | torch.Tensor) -> Optional[Rope]:
