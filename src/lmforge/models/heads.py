@@ -2,6 +2,10 @@
 call, so a wrapper (a LoRA or quantised head, an FSDP unshard hook, a tensor-parallel plan)
 sees the loss computation too, not only the logits.
 
+The head protocol the models call is `head(h_BTD, targets_BT=None)`: logits, or with targets
+the mean loss. A module put in the head's place keeps it (subclassing `LMHead` and overriding
+`logits` is the simplest way: the loss then follows the override).
+
 Shape legend: B batch, T positions, N = B·T rows, D model width, V vocabulary.
 """
 
