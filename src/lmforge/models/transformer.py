@@ -122,8 +122,6 @@ class Transformer(nn.Module):
     def embed(self, input_ids_BT: Optional[torch.Tensor], inputs_embeds_BTD: Optional[torch.Tensor],
               positions: slice | torch.Tensor) -> torch.Tensor:
         """Token embeddings (or the given ones) plus learned positions where the family has them."""
-        if (input_ids_BT is None) == (inputs_embeds_BTD is None):
-            raise ValueError("pass exactly one of input_ids_BT and inputs_embeds_BTD")
         x_BTD = self.tok_embeddings(input_ids_BT) if inputs_embeds_BTD is None else inputs_embeds_BTD
         if self.pos_embeddings is not None:  # through the module's call, so wrappers see the read
             if isinstance(positions, slice):
@@ -150,6 +148,8 @@ class Transformer(nn.Module):
         attends only to keys of its own document, causally within it) have one column per key
         position: with a cache, the cached positions and then this call's.
         """
+        if (input_ids_BT is None) == (inputs_embeds_BTD is None):
+            raise ValueError("pass exactly one of input_ids_BT and inputs_embeds_BTD")
         start_pos = kv_cache.length if kv_cache is not None else 0
         T = (input_ids_BT if input_ids_BT is not None else inputs_embeds_BTD).shape[1]
         end_pos = start_pos + T
