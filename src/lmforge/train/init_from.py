@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -50,17 +49,10 @@ def _is_hf_dir(path: Path) -> bool:
         return False
 
 
-def _read_hf(hf_dir: Path, tokenizer_dir: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def _read_hf(hf_dir: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """An HF directory's config and weights in lmforge names, in memory."""
-    try:
-        from lmforge.interop.convert import read_hf_model
-    except ImportError:  # an lmforge without it: import to a temporary checkpoint and read that
-        from lmforge.interop.convert import import_hf
-        from safetensors.torch import load_file
+    from lmforge.interop.convert import read_hf_model
 
-        with tempfile.TemporaryDirectory() as tmp:
-            out = import_hf(hf_dir, Path(tmp) / "ckpt", tokenizer_dir=tokenizer_dir)
-            return ckpt.read_model_config(out), load_file(str(out / ckpt.MODEL_FILE))
     model_cfg, _head, state_dict = read_hf_model(hf_dir)
     return model_cfg, state_dict
 
@@ -72,7 +64,7 @@ def read_init_source(path: str, tokenizer: Any, tokenizer_dir: str) -> InitSourc
 
     source = Path(path)
     if _is_hf_dir(source):
-        model_cfg, state_dict = _read_hf(source, tokenizer_dir)
+        model_cfg, state_dict = _read_hf(source)
         return InitSource(source, model_cfg, state_dict=state_dict)
     ckpt_dir = ckpt.resolve_checkpoint(source)
     if load_tokenizer(ckpt_dir / ckpt.TOKENIZER_DIR).fingerprint() != tokenizer.fingerprint():
