@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.config import ModelConfig, option
+from lmforge.config import option
 from lmforge.objectives import causal_lm_loss
 from lmforge.train.next_token_eval import evaluate_shard, loss_on_stream, summarize
 from lmforge.train.tasks.registry import Batch, TaskContext, register_task
@@ -37,11 +37,6 @@ class CausalLMTask(ShardTask):
     @classmethod
     def build(cls, options: CausalLMOptions, context: TaskContext) -> "CausalLMTask":
         return cls(options.fused_loss, context.tokenizer)
-
-    def flops_per_token(self, model_cfg: ModelConfig, seq_len: int) -> float:
-        from lmforge.models import flops_per_token
-
-        return flops_per_token(model_cfg, seq_len)
 
     def batch(self, tokens: np.ndarray, offsets_B: np.ndarray, seq_len: int, seed: int) -> Batch:
         from lmforge.data import get_batch

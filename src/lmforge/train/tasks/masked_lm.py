@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.config import ModelConfig, option, open_unit
+from lmforge.config import open_unit, option
 from lmforge.objectives import masked_lm_loss, masked_token_accuracy
 from lmforge.train.precision import autocast_context
 from lmforge.train.tasks.registry import Batch, TaskContext, move_batch, register_task
@@ -44,11 +44,6 @@ class MaskedLMTask(ShardTask):
     @classmethod
     def build(cls, options: MaskedLMOptions, context: TaskContext) -> "MaskedLMTask":
         return cls(context.tokenizer, options.mask_prob)
-
-    def flops_per_token(self, model_cfg: ModelConfig, seq_len: int) -> float:
-        from lmforge.models import flops_per_token
-
-        return flops_per_token(model_cfg, seq_len)
 
     def batch(self, tokens: np.ndarray, offsets_B: np.ndarray, seq_len: int, seed: int) -> Batch:
         from lmforge.data import get_batch

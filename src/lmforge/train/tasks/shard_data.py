@@ -20,7 +20,7 @@ import torch
 from lmforge.train.tasks.registry import Batch
 
 if TYPE_CHECKING:
-    from lmforge.config import TrainConfig
+    from lmforge.config import ModelConfig, TrainConfig
     from lmforge.train.parallel import World
 
 
@@ -35,6 +35,13 @@ class ShardTask:
     def window_len(self, seq_len: int) -> int:
         """Raw tokens one example reads (the sampler's stride): ``seq_len`` for (masked) LM."""
         return seq_len
+
+    def flops_per_token(self, model_cfg: "ModelConfig", seq_len: int) -> float:
+        """6N + 12·L·H·K·T per token (`models.flops_per_token`): one example reads ``seq_len``
+        tokens and trains on all of them (span corruption counts its own lengths)."""
+        from lmforge.models import flops_per_token
+
+        return flops_per_token(model_cfg, seq_len)
 
     def batch(self, tokens: np.ndarray, offsets_B: np.ndarray, seq_len: int, seed: int) -> Batch:
         raise NotImplementedError
