@@ -62,21 +62,20 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, blocks: BlockSpec):
         super().__init__()
         self.config = cfg
-        spec = blocks
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim) if spec.positions == "learned" else None
+        self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.dim) if blocks.positions == "learned" else None
         self.embed_dropout = make_dropout(cfg.dropout)
         self.layers = nn.ModuleList(
-            TransformerBlock(spec, cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.hidden_dim, cfg.norm_eps,
+            TransformerBlock(blocks, cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.hidden_dim, cfg.norm_eps,
                              cfg.bias, cfg.dropout, cfg.sliding_window)
             for _ in range(cfg.num_layers))
-        norm_bias = cfg.bias if spec.norm_bias is None else spec.norm_bias
-        self.norm = make_norm(spec.norm, cfg.dim, cfg.norm_eps, norm_bias)
+        norm_bias = cfg.bias if blocks.norm_bias is None else blocks.norm_bias
+        self.norm = make_norm(blocks.norm, cfg.dim, cfg.norm_eps, norm_bias)
         self.output = LMHead(cfg.dim, cfg.vocab_size)
         if cfg.tie_embeddings:
             # Press & Wolf 2017: one matrix embeds and un-embeds; GPT-2 and small Llamas do this.
             self.output.weight = self.tok_embeddings.weight
-        self.use_rope = spec.positions == "rope"
+        self.use_rope = blocks.positions == "rope"
         self.init_weights()
 
     @property
