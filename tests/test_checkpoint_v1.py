@@ -2,8 +2,9 @@
 
 tests/golden/checkpoint_v1/ holds one run directory per family (and a BERT classifier whose
 config.json carries the v1 ``head``/``id2label`` fields), each written by the v1 code together
-with the logits that code computed (see its README.md). The one loader builds the right head
-from each and gives the same logits; the v1 trainer state still loads for a resume.
+with the logits that code computed (see its README.md), and resumable_run/, a v1 run to go on
+with. The one loader builds the right head from each and gives the same logits; the v1 trainer
+state loads, and the v1 run resumes to the losses the v1 code trained.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ HEADS = {"llama": "causal_lm", "gpt2": "causal_lm", "mistral": "causal_lm", "fal
          "bert": "masked_lm", "t5": "seq2seq_lm", "bert_classifier": "sequence_classification"}
 
 
-# The decoder start of the t5 fixture: the README's "pad" is T5's pad id 0 (this tokenizer's
-# id 0 is <s>), as the v1 code was given it.
+# The decoder start of the t5 fixture (README.md): id 0, as the v1 code was given it (T5's pad
+# id; this tokenizer's id 0 is <s>).
 T5_DECODER_START = 0
 
 
@@ -92,3 +93,26 @@ def test_v1_head_field_contradicting_the_weights_is_one_line(tmp_path):
                                               "sequence_classification model") as info:
         ckpt.load_checkpoint(ckpt_dir)
     assert "\n" not in str(info.value)
+
+
+def test_a_run_written_by_the_v1_code_resumes_to_the_same_losses(tmp_path, monkeypatch):
+    """resumable_run/ is a run the v1 code (debbcef) trained to step 3 and checkpointed there; it
+    went on to step 6 and its losses and final val loss are expected.json. The current code
+    resumes the step-3 checkpoint (model, optimiser, sampler, RNG from the v1 files) and must
+    take the same steps: every loss equal, bit for bit."""
+    from lmforge.config import PretrainConfig, load_config
+    from lmforge.train.loop import pretrain
+
+    run = tmp_path / "resumable_run"
+    shutil.copytree(GOLDEN / "resumable_run", run)
+    monkeypatch.chdir(run)
+    expected = json.loads((run / "expected.json").read_text())
+    trained: list[int] = []  # the steps this process takes: 4, 5, 6 if it resumed (a fresh start
+    # would give the same losses, so the losses alone cannot tell)
+    summary = pretrain(load_config(PretrainConfig, run / "recipe.yaml"), on_step=lambda step, _: trained.append(step))
+    assert trained == [4, 5, 6]
+    records = [json.loads(line) for line in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = {str(r["step"]): r["loss"] for r in records if "loss" in r and not r.get("final")}
+    assert losses == expected["losses"]
+    assert summary["val_loss"] == expected["final_val_loss"]
+    assert ckpt.read_checkpoint_info(run / "run" / "checkpoints" / "step_00000006").format == ckpt.FORMAT
