@@ -87,8 +87,12 @@ def test_init_from_refuses_model_options_that_contradict_the_source(tiny_run, tm
     with pytest.raises(ConfigError, match=r"^train.init_from '.*first' fixes the model config, but "
                                           r"model.num_layers 3 \(the source has 2\): drop those model options$"):
         pretrain(cfg)
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(ConfigError, match=r"^config key 'train.init_from': '.*nowhere' is not a directory: pass an "
+                                          r"lmforge checkpoint or run directory, or an HF model directory"):
         pretrain(tiny_pretrain_config(tiny_run, tmp_path / "third", init_from=str(tmp_path / "nowhere")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
+        pretrain(tiny_pretrain_config(tiny_run, tmp_path / "fourth", init_from=str(tmp_path / "empty")))
 
 
 def test_init_from_an_hf_directory(tiny_run, tmp_path):

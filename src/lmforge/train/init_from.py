@@ -63,6 +63,9 @@ def read_init_source(path: str, tokenizer: Any, tokenizer_dir: str) -> InitSourc
     from lmforge.tokenize import load_tokenizer
 
     source = Path(path)
+    if not source.is_dir():
+        raise ConfigError(f"config key 'train.init_from': '{path}' is not a directory: pass an lmforge checkpoint "
+                          "or run directory, or an HF model directory (config.json + safetensors)")
     if _is_hf_dir(source):
         model_cfg, state_dict = _read_hf(source)
         return InitSource(source, model_cfg, state_dict=state_dict)
