@@ -41,8 +41,8 @@ def test_masked_lm_batch_depends_only_on_its_seed():
 def test_the_three_pretraining_tasks_are_registered_with_their_options():
     tasks = registered_tasks()
     assert list(tasks) == ["causal_lm", "masked_lm", "span_corruption"]
-    assert tasks["span_corruption"].task_cls.extra_vocab == SpanCorruptionTask.NUM_SENTINELS == 100
-    assert tasks["causal_lm"].task_cls.extra_vocab == tasks["masked_lm"].task_cls.extra_vocab == 0
+    assert tasks["span_corruption"].cls.extra_vocab == SpanCorruptionTask.NUM_SENTINELS == 100
+    assert tasks["causal_lm"].cls.extra_vocab == tasks["masked_lm"].cls.extra_vocab == 0
     context = TaskContext(FakeTokenizer(), ModelConfig(family="bert", vocab_size=FakeTokenizer.vocab_size))
     task = build_task("masked_lm", {"mask_prob": 0.3}, context)
     assert isinstance(task, MaskedLMTask) and task.mask_prob == 0.3 and task.name == "masked_lm"

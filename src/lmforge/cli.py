@@ -140,7 +140,7 @@ def _describe_data_steps() -> str:
 
     lines = []
     for name, spec in registered_steps().items():
-        kind = "corpus" if issubclass(spec.step_cls, CorpusStep) else "document"
+        kind = "corpus" if issubclass(spec.cls, CorpusStep) else "document"
         lines.append(f"{name}  ({kind} step) {spec.summary}")
         lines.extend(_describe_options(spec.options_cls))
     return "\n".join(lines)

@@ -25,13 +25,13 @@ Steps are constructed once per worker as ``StepClass(options)``; they must be pi
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Union
 
 from lmforge.data.document import Document
 from lmforge.errors import ConfigError
+from lmforge.kinds import KindRegistry, KindSpec
 
 
 @dataclass(frozen=True)
@@ -76,19 +76,10 @@ class CorpusStep:
 Step = Union[DocStep, CorpusStep]
 
 
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    options_cls: type
-    step_cls: type
-    summary: str
+StepSpec = KindSpec  # name, options_cls, cls (the step class), summary
 
-
-_REGISTRY: dict[str, StepSpec] = {}
-
-# Modules whose import registers steps. Listed here, not discovered, so `lmforge data steps`
-# is deterministic and a broken module fails loudly.
-_STEP_MODULES = (
+# Modules whose import registers steps (listed, not discovered: `lmforge.kinds`).
+_STEPS = KindRegistry("data step", (
     "lmforge.data.clean",
     "lmforge.data.filters.heuristics",
     "lmforge.data.filters.gopher",
@@ -100,34 +91,16 @@ _STEP_MODULES = (
     "lmforge.data.dedup.exact",
     "lmforge.data.dedup.minhash",
     "lmforge.data.dedup.lines",
-)
+))
 
 
 def register_step(name: str, options_cls: type, summary: str) -> Callable[[type], type]:
     """Class decorator: make ``StepClass(options)`` available in pipelines as ``step: name``."""
-
-    def wrap(step_cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name].step_cls is not step_cls:
-            raise RuntimeError(f"data step {name!r} registered twice")
-        step_cls.name = name
-        _REGISTRY[name] = StepSpec(name, options_cls, step_cls, summary)
-        return step_cls
-
-    return wrap
-
-
-def _load_all() -> None:
-    for module in _STEP_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a module we list must exist; its own imports may not
-                raise
+    return _STEPS.register(name, options_cls, summary)
 
 
 def registered_steps() -> dict[str, StepSpec]:
-    _load_all()
-    return dict(sorted(_REGISTRY.items()))
+    return _STEPS.all()
 
 
 def build_step(entry: Any, index: int) -> Step:
@@ -144,5 +117,5 @@ def build_step(entry: Any, index: int) -> Step:
                           f"choose one of {', '.join(steps)}")
     spec = steps[name]
     options = _build(spec.options_cls, {k: v for k, v in entry.items() if k != "step"}, prefix=key + ".")
-    return spec.step_cls(options)
+    return spec.cls(options)
 

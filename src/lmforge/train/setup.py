@@ -63,7 +63,7 @@ def _model_config(cfg: PretrainConfig, tokenizer: Any, spec: TaskSpec, source: O
         model_cfg = source_model_config(cfg.model, source)
     else:
         model_cfg = resolve_model_config(dataclasses.replace(
-            cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size + spec.task_cls.extra_vocab))
+            cfg.model, vocab_size=cfg.model.vocab_size or tokenizer.vocab_size + spec.cls.extra_vocab))
     if model_cfg.vocab_size < tokenizer.vocab_size and source is not None:
         raise ConfigError(f"train.init_from '{t.init_from}' has {model_cfg.vocab_size} embeddings, fewer than the "
                           f"tokenizer's {tokenizer.vocab_size} ids: pass the tokenizer it was trained with")
@@ -81,11 +81,11 @@ def task_head(spec: TaskSpec, family: str) -> str:
     from lmforge.models.registry import get_family
 
     heads = get_family(family).heads
-    if spec.task_cls.head not in heads:
-        raise ConfigError(f"config key 'task.name': task {spec.name} trains a {spec.task_cls.head} head, which model "
+    if spec.cls.head not in heads:
+        raise ConfigError(f"config key 'task.name': task {spec.name} trains a {spec.cls.head} head, which model "
                           f"family {family} does not have (its heads: {', '.join(heads)}); choose another task, "
                           "or leave task.name empty for the family's own")
-    return spec.task_cls.head
+    return spec.cls.head
 
 
 def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False) -> Training:
@@ -103,7 +103,7 @@ def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False)
     spec, task_cfg = resolve_task(cfg, source.model_cfg.family if source is not None else cfg.model.family)
     model_cfg = _model_config(cfg, tokenizer, spec, source)
     head = task_head(spec, model_cfg.family)
-    task = spec.task_cls.build(task_options(spec, task_cfg.options), TaskContext(tokenizer, model_cfg))
+    task = spec.cls.build(task_options(spec, task_cfg.options), TaskContext(tokenizer, model_cfg))
     data = task.open_data(t, world)
     torch.manual_seed(t.seed)
     model = build_model(model_cfg, head)

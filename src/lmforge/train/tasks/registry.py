@@ -10,19 +10,19 @@ A run's config names its task (``task.name``; empty = the model family's default
 its options (``task.options``). The loop only ever talks to the `Task` and `TaskData`
 protocols below, so a new objective with its own data (JSONL examples, preference pairs,
 prompts) is one new file in this package that registers itself and is listed in
-``_TASK_MODULES``.
+the ``_TASKS`` registry's module list.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import torch
 
 from lmforge.errors import ConfigError
+from lmforge.kinds import KindRegistry, KindSpec
 
 if TYPE_CHECKING:
     from lmforge.config import ModelConfig, TrainConfig
@@ -84,42 +84,23 @@ class Task(Protocol):
         """What `lmforge evaluate` prints for held-out ``tokens`` (covering ``num_bytes`` bytes of text)."""
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    options_cls: type
-    task_cls: Any  # has ``build(options, context) -> Task``, ``head`` and ``extra_vocab``
-    summary: str
+TaskSpec = KindSpec  # name, options_cls, cls (has ``build(options, context) -> Task``, ``head``, ``extra_vocab``), summary
 
-
-_REGISTRY: dict[str, TaskSpec] = {}
-
-# Modules whose import registers tasks; listed, not discovered, as data steps are, so the
-# listing is deterministic and a broken module fails loudly.
-_TASK_MODULES = (
+# Modules whose import registers tasks (listed, not discovered, as data steps are: `lmforge.kinds`).
+_TASKS = KindRegistry("task", (
     "lmforge.train.tasks.causal_lm",
     "lmforge.train.tasks.masked_lm",
     "lmforge.train.tasks.span_corruption",
-)
+))
 
 
 def register_task(name: str, options_cls: type, summary: str) -> Callable[[type], type]:
     """Class decorator: make ``TaskClass.build(options, context)`` the task ``task.name: NAME``."""
-
-    def wrap(task_cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name].task_cls is not task_cls:
-            raise RuntimeError(f"task {name!r} registered twice")
-        task_cls.name = name
-        _REGISTRY[name] = TaskSpec(name, options_cls, task_cls, summary)
-        return task_cls
-
-    return wrap
+    return _TASKS.register(name, options_cls, summary)
 
 
 def registered_tasks() -> dict[str, TaskSpec]:
-    for module in _TASK_MODULES:
-        importlib.import_module(module)
-    return dict(sorted(_REGISTRY.items()))
+    return _TASKS.all()
 
 
 def default_task(family: str) -> str:
@@ -152,7 +133,7 @@ def task_options(spec: TaskSpec, options: dict[str, Any], prefix: str = "task.op
 def build_task(name: str, options: dict[str, Any], context: TaskContext) -> Task:
     """The task ``name`` with ``options`` (a plain mapping, validated here) for ``context``."""
     spec = task_spec(name)
-    return spec.task_cls.build(task_options(spec, options), context)
+    return spec.cls.build(task_options(spec, options), context)
 
 
 def options_dict(options: Any) -> dict[str, Any]:
