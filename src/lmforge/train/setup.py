@@ -46,11 +46,13 @@ class Training:
     initialised_from: Optional[Path] = None  # train.init_from, when its weights were loaded
 
 
-def resolve_task(cfg: PretrainConfig, family: str) -> tuple[TaskSpec, TaskConfig]:
-    """The run's task (``task.name``, or model ``family``'s default) and its options checked and
-    filled in; a bad name or option is one ConfigError line naming its key."""
+def resolve_task(cfg: PretrainConfig, family: str) -> tuple[TaskSpec, Any, TaskConfig]:
+    """The run's task (``task.name``, or model ``family``'s default), its options dataclass, and
+    both as the config saved (every option filled in); a bad name or option is one ConfigError
+    line naming its key."""
     spec = task_spec(cfg.task.name or default_task(family))
-    return spec, TaskConfig(name=spec.name, options=options_dict(task_options(spec, cfg.task.options)))
+    options = task_options(spec, cfg.task.options)
+    return spec, options, TaskConfig(name=spec.name, options=options_dict(options))
 
 
 def _model_config(cfg: PretrainConfig, tokenizer: Any, spec: TaskSpec, source: Optional[InitSource]) -> ModelConfig:
@@ -100,10 +102,10 @@ def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False)
     device = resolve_device(t.device, world)
     tokenizer = load_tokenizer(t.tokenizer_dir)
     source = read_init_source(t.init_from, tokenizer, t.tokenizer_dir) if t.init_from else None
-    spec, task_cfg = resolve_task(cfg, source.model_cfg.family if source is not None else cfg.model.family)
+    spec, options, task_cfg = resolve_task(cfg, source.model_cfg.family if source is not None else cfg.model.family)
     model_cfg = _model_config(cfg, tokenizer, spec, source)
     head = task_head(spec, model_cfg.family)
-    task = spec.cls.build(task_options(spec, task_cfg.options), TaskContext(tokenizer, model_cfg))
+    task = spec.cls.build(options, TaskContext(tokenizer, model_cfg))
     data = task.open_data(t, world)
     torch.manual_seed(t.seed)
     model = build_model(model_cfg, head)

@@ -78,15 +78,3 @@ class MaskedLMTask(ShardTask):
             correct, count = correct + int(hits), count + int(labelled)
         model.train(was_training)
         return {"val_loss": nats / max(count, 1), "val_masked_accuracy": correct / max(count, 1)}
-
-    def final_evaluation(self, model: torch.nn.Module, shard: Any, seq_len: int, batch_size: int,
-                         device: torch.device, precision: str) -> dict[str, float]:
-        result = self.evaluate(model, shard.tokens, seq_len, batch_size, device, precision)
-        return {**result, "val_tokens": int(shard.num_tokens)}
-
-    def report(self, model: torch.nn.Module, tokens: np.ndarray, num_bytes: int, seq_len: int, batch_size: int,
-               device: torch.device, precision: str) -> dict[str, float]:
-        """Masked-token loss and accuracy (no next-token likelihood, so no bits per byte)."""
-        metrics = self.evaluate(model, tokens, seq_len, batch_size, device, precision)
-        return {**{f"{self.name}_{key.removeprefix('val_')}": value for key, value in metrics.items()},
-                "tokens": len(tokens)}

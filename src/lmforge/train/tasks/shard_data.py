@@ -52,7 +52,17 @@ class ShardTask:
 
     def final_evaluation(self, model: torch.nn.Module, shard: Any, seq_len: int, batch_size: int,
                          device: torch.device, precision: str) -> dict[str, float]:
-        raise NotImplementedError
+        """`evaluate` over the whole val split, and its size."""
+        return {**self.evaluate(model, shard.tokens, seq_len, batch_size, device, precision),
+                "val_tokens": int(shard.num_tokens)}
+
+    def report(self, model: torch.nn.Module, tokens: np.ndarray, num_bytes: int, seq_len: int, batch_size: int,
+               device: torch.device, precision: str) -> dict[str, float]:
+        """`evaluate`'s figures keyed by the task (``masked_lm_loss``, ...): tasks without a
+        next-token likelihood have no bits per byte."""
+        metrics = self.evaluate(model, tokens, seq_len, batch_size, device, precision)
+        return {**{f"{self.name}_{key.removeprefix('val_')}": value for key, value in metrics.items()},
+                "tokens": len(tokens)}
 
     def open_data(self, train: "TrainConfig", world: "World") -> "ShardData":
         return ShardData(self, train, world)

@@ -124,15 +124,3 @@ class SpanCorruptionTask(ShardTask):
             exact, spans = exact + int(hits), spans + int(total)
         model.train(was_training)
         return {"val_loss": nats / max(count, 1), "val_exact_span_accuracy": exact / max(spans, 1)}
-
-    def final_evaluation(self, model: torch.nn.Module, shard: Any, seq_len: int, batch_size: int,
-                         device: torch.device, precision: str) -> dict[str, float]:
-        return {**self.evaluate(model, shard.tokens, seq_len, batch_size, device, precision),
-                "val_tokens": int(shard.num_tokens)}
-
-    def report(self, model: torch.nn.Module, tokens: np.ndarray, num_bytes: int, seq_len: int, batch_size: int,
-               device: torch.device, precision: str) -> dict[str, float]:
-        """Span loss and exact span accuracy (no next-token likelihood, so no bits per byte)."""
-        metrics = self.evaluate(model, tokens, seq_len, batch_size, device, precision)
-        return {**{f"{self.name}_{key.removeprefix('val_')}": value for key, value in metrics.items()},
-                "tokens": len(tokens)}
