@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,24 +47,103 @@ class Tokenizer(abc.ABC):
 
     native_file: ClassVar[str]
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, special_tokens: dict[str, str] | None = None) -> None:
+        """Resolve the special-token roles to ids.
+
+        ``special_tokens`` maps role -> token string. lmforge's own kinds leave it None and
+        get the five ``SPECIAL_TOKENS`` (all required). An imported tokenizer ("pretrained")
+        passes the roles it has (bos/eos/pad/unk/mask/cls/sep, any subset); a role it lacks
+        has id None, and code that needs it calls ``require_id``.
+        """
         self.kind = kind
-        self.special_tokens: dict[str, str] = dict(SPECIAL_TOKENS)
-        ids = {}
+        required = special_tokens is None
+        self.special_tokens: dict[str, str] = dict(SPECIAL_TOKENS if special_tokens is None else special_tokens)
+        ids: dict[str, int] = {}
         for role, token in self.special_tokens.items():
             token_id = self.token_to_id(token)
             if token_id is None:
+                if required:
+                    raise TokenizerError(
+                        f"the {kind} tokenizer has no {role} token {token!r}; retrain it with "
+                        "`lmforge tokenizer` (lmforge adds all five special tokens)")
                 raise TokenizerError(
-                    f"the {kind} tokenizer has no {role} token {token!r}; retrain it with "
-                    "`lmforge tokenizer` (lmforge adds all five special tokens)")
+                    f"the {kind} tokenizer maps role {role} to {token!r}, which is not in its vocabulary; "
+                    "fix tokenizer_config.json / special_tokens_map.json")
             ids[role] = token_id
-        self.bos_id: int = ids["bos"]
-        self.eos_id: int = ids["eos"]
-        self.pad_id: int = ids["pad"]
-        self.unk_id: int = ids["unk"]
-        self.mask_id: int = ids["mask"]
-        self._special_ids = frozenset(ids.values())
+        self.role_ids: dict[str, int] = ids
+        self.bos_id: int | None = ids.get("bos")
+        self.eos_id: int | None = ids.get("eos")
+        self.unk_id: int | None = ids.get("unk")
+        self.mask_id: int | None = ids.get("mask")
+        # Many pretrained tokenizers (GPT-2, LLaMA) have no pad token: padding positions are
+        # masked out of attention and loss anyway, so any id works; eos is HF's usual choice.
+        pad = ids.get("pad", self.eos_id)
+        self.pad_id: int = pad if pad is not None else 0
+        self._special_ids = frozenset(ids.values()) | frozenset(self._extra_special_ids())
         self._fingerprint: str | None = None
+
+    def _extra_special_ids(self) -> Iterable[int]:
+        """Special/control ids beyond the role tokens (an imported tokenizer's added specials)."""
+        return ()
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Every special/control token id (role tokens and, for imported tokenizers, all other
+        added special tokens such as ``<|eot_id|>`` or T5's ``<extra_id_N>``)."""
+        return self._special_ids
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template the tokenizer was published with (None for lmforge's kinds)."""
+        return None
+
+    def require_id(self, role: str, needed_for: str) -> int:
+        """The id of ``role`` (bos/eos/pad/unk/mask/cls/sep); a TokenizerError naming
+        ``needed_for`` if this tokenizer has no such token."""
+        if role == "pad":
+            return self.pad_id
+        token_id = self.role_ids.get(role)
+        if token_id is None:
+            have = ", ".join(f"{r}={t!r}" for r, t in self.special_tokens.items()) or "none"
+            raise TokenizerError(
+                f"{needed_for} needs a {role} token, but this {self.kind} tokenizer has none "
+                f"(its special tokens: {have}); use a tokenizer with one, or a task that does not need it")
+        return token_id
+
+    def encode_template(self, text: str) -> list[int]:
+        """Ids of text written by a template (a chat template): special-token strings in it
+        (``</s>``, ``<|eot_id|>``, ``[CLS]``) become their ids, the rest is ``encode``d.
+
+        Only for template output: raw data must go through ``encode`` so it cannot inject
+        control tokens (see the module docstring).
+        """
+        specials = sorted(set(self.special_tokens.values()) | set(self._extra_special_tokens()),
+                          key=len, reverse=True)  # longest first: "<|eot_id|>" before "<|"
+        if not specials:
+            return self.encode(text)
+        ids: list[int] = []
+        for i, piece in enumerate(re.split("(" + "|".join(map(re.escape, specials)) + ")", text)):
+            if i % 2:  # a captured special token
+                token_id = self.token_to_id(piece)
+                assert token_id is not None
+                ids.append(token_id)
+            elif piece:
+                ids.extend(self.encode(piece))
+        return ids
+
+    def _extra_special_tokens(self) -> Iterable[str]:
+        """Strings of the special tokens beyond the roles (see ``_extra_special_ids``)."""
+        return ()
+
+    def frame(self, ids: list[int]) -> list[int]:
+        """One sequence framed as the model was pretrained: lmforge's kinds give
+        ``[bos] + ids + [eos]``; an imported tokenizer applies its own post-processor."""
+        out = list(ids)
+        if self.bos_id is not None:
+            out.insert(0, self.bos_id)
+        if self.eos_id is not None:
+            out.append(self.eos_id)
+        return out
 
     # ------------------------------------------------------------------ backend hooks
 
@@ -99,7 +179,7 @@ class Tokenizer(abc.ABC):
     # ------------------------------------------------------------------ shared behaviour
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        """Text of ``ids``; with ``skip_special`` the five special tokens (unk too) are dropped."""
+        """Text of ``ids``; with ``skip_special`` every special token (unk too) is dropped."""
         id_list = [int(i) for i in ids]
         if skip_special:
             id_list = [i for i in id_list if i not in self._special_ids]
