@@ -231,7 +231,8 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise TokenizerError(
             f"{meta_path} is not format version {FORMAT_VERSION}; retrain the tokenizer with this lmforge")
-    if meta.get("special_tokens") != SPECIAL_TOKENS:
+    # An imported tokenizer ("pretrained") keeps its own special tokens, mapped to roles.
+    if meta.get("kind") != "pretrained" and meta.get("special_tokens") != SPECIAL_TOKENS:
         raise TokenizerError(
             f"{meta_path} lists special tokens {meta.get('special_tokens')!r}, lmforge expects "
             f"{SPECIAL_TOKENS!r}; retrain the tokenizer with `lmforge tokenizer`")

@@ -9,9 +9,14 @@ from lmforge.config import TokenizerConfig
 from lmforge.errors import TokenizerError
 from lmforge.tokenize.base import SPECIAL_TOKENS, Tokenizer, check_native_file, read_meta, sample_corpus
 from lmforge.tokenize.hf import HF_KINDS, HFTokenizer, train_hf
+from lmforge.tokenize.pretrained import KIND as PRETRAINED_KIND
+from lmforge.tokenize.pretrained import PretrainedTokenizer
 from lmforge.tokenize.spm import SP_KINDS, SentencePieceTokenizer, train_sentencepiece
 
 KINDS: tuple[str, ...] = HF_KINDS + tuple(SP_KINDS)
+# Kinds that load but are not trained here: "pretrained" is a published tokenizer.json imported
+# with its own special tokens (`lmforge convert --to lmforge`, `train.init_from` on an HF dir).
+LOADABLE_KINDS: tuple[str, ...] = KINDS + (PRETRAINED_KIND,)
 
 _NUM_SPECIAL = len(SPECIAL_TOKENS)
 _NUM_BYTES = 256
@@ -49,10 +54,18 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a tokenizer saved by ``Tokenizer.save``; a missing or incomplete dir is a TokenizerError."""
     directory = Path(path)
-    kind = read_meta(directory).get("kind")
-    if kind not in KINDS:
+    meta = read_meta(directory)
+    kind = meta.get("kind")
+    if kind not in LOADABLE_KINDS:
         raise TokenizerError(
-            f"{directory} holds a tokenizer of unknown kind {kind!r} (known: {', '.join(KINDS)}); "
+            f"{directory} holds a tokenizer of unknown kind {kind!r} (known: {', '.join(LOADABLE_KINDS)}); "
             "retrain it with `lmforge tokenizer`")
+    if kind == PRETRAINED_KIND:
+        return PretrainedTokenizer.load(directory, meta)
     cls = SentencePieceTokenizer if kind in SP_KINDS else HFTokenizer
     return cls.load(check_native_file(directory, cls.native_file), kind)
+
+
+def load_hf_tokenizer(hf_dir: str | Path) -> PretrainedTokenizer:
+    """The tokenizer of an HF model directory, as published (kind "pretrained")."""
+    return PretrainedTokenizer.from_hf_dir(hf_dir)
