@@ -49,7 +49,9 @@ def test_v1_checkpoint_loads_with_the_same_logits(name):
     with torch.no_grad():
         logits = _logits(model, expected["input_ids"])
     assert logits.shape == expected["logits"].shape
-    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-6)
+    # The expected logits were computed on an Intel Xeon; another CPU's float kernels (AMD EPYC:
+    # up to 1.9e-6 apart on logits of scale ~1) round differently, so not bit for bit.
+    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-5)
 
 
 def test_v1_run_directory_resolves_to_its_checkpoint():
@@ -99,7 +101,8 @@ def test_a_run_written_by_the_v1_code_resumes_to_the_same_losses(tmp_path, monke
     """resumable_run/ is a run the v1 code (debbcef) trained to step 3 and checkpointed there; it
     went on to step 6 and its losses and final val loss are expected.json. The current code
     resumes the step-3 checkpoint (model, optimiser, sampler, RNG from the v1 files) and must
-    take the same steps: every loss equal, bit for bit."""
+    take the same steps: every loss equal (bit for bit on the CPU model the fixture was written on, an
+    Intel Xeon; to 1e-6 relative elsewhere, where float kernels round differently)."""
     from lmforge.config import PretrainConfig, load_config
     from lmforge.train.loop import pretrain
 
@@ -113,6 +116,6 @@ def test_a_run_written_by_the_v1_code_resumes_to_the_same_losses(tmp_path, monke
     assert trained == [4, 5, 6]
     records = [json.loads(line) for line in (run / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = {str(r["step"]): r["loss"] for r in records if "loss" in r and not r.get("final")}
-    assert losses == expected["losses"]
-    assert summary["val_loss"] == expected["final_val_loss"]
+    assert losses == pytest.approx(expected["losses"], rel=1e-6, abs=0)
+    assert summary["val_loss"] == pytest.approx(expected["final_val_loss"], rel=1e-6, abs=0)
     assert ckpt.read_checkpoint_info(run / "run" / "checkpoints" / "step_00000006").format == ckpt.FORMAT

@@ -65,6 +65,17 @@ def _run_pretrain(cfg: C.PretrainConfig) -> None:
         print(f"{figures}; {summary['tokens_per_second']:,.0f} tokens/s; checkpoint {summary['checkpoint']}")
 
 
+def _run_finetune(cfg: C.FinetuneConfig) -> None:
+    from lmforge.finetune.run import finetune
+
+    summary = finetune(cfg)
+    if summary:
+        figures = ", ".join(f"{key.replace('_', ' ')} {value:.4f}" for key, value in summary.items()
+                            if key.startswith("val_") and key != "val_tokens" and isinstance(value, float))
+        merged = f"; merged {summary['merged_checkpoint']}" if "merged_checkpoint" in summary else ""
+        print(f"{figures}; {summary['tokens_per_second']:,.0f} tokens/s; checkpoint {summary['checkpoint']}{merged}")
+
+
 def _run_evaluate(cfg: C.EvaluateConfig) -> None:
     from lmforge.evaluate import evaluate, format_result
 
@@ -157,6 +168,18 @@ def _describe_tasks() -> str:
     return "\n".join(lines)
 
 
+def _describe_adapters() -> str:
+    from lmforge.finetune.adapters import registered_adapters
+
+    lines = []
+    for name, spec in registered_adapters().items():
+        lines.append(f"{name}  {spec.summary}")
+        lines.extend(_describe_options(spec.options_cls))
+    lines.append("(finetune: --adapter.name NAME --adapter.options '{OPTION: VALUE}', or an adapter section in the "
+                 "recipe)")
+    return "\n".join(lines)
+
+
 def _run_quickstart(cfg: C.QuickstartConfig) -> None:
     from lmforge.quickstart import quickstart
 
@@ -170,6 +193,10 @@ VERBS: dict[str, Verb] = {
     "pretrain": Verb(C.PretrainConfig, _run_pretrain,
                      "train on a task (`lmforge tasks`; by default the family's: causal LM, masked LM (BERT) or "
                      "span corruption (T5)) over token shards"),
+    "finetune": Verb(C.FinetuneConfig, _run_finetune,
+                     "adapt a pretrained model (train.init_from: lmforge checkpoint or HF directory) to a task: "
+                     "sft, classification, seq2seq, continued pretraining; fully, partly frozen or with an "
+                     "adapter (`lmforge adapters`)"),
     "evaluate": Verb(C.EvaluateConfig, _run_evaluate, "loss, perplexity, bits/byte of a checkpoint",
                      positional="checkpoint"),
     "generate": Verb(C.GenerateConfig, _run_generate, "sample text from a checkpoint", positional="checkpoint"),
@@ -254,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                      verb)
     sub.add_parser("models", help="list model presets with parameter counts and FLOPs/token")
     sub.add_parser("tasks", help="list the training tasks and their options")
+    sub.add_parser("adapters", help="list the fine-tuning adapters (LoRA, ...) and their options")
     data = sub.add_parser("data", help="collect, clean, filter, dedup text: `lmforge data run pipeline.yaml`",
                           description="the data pipeline")
     data_sub = data.add_subparsers(dest="data_verb", metavar="DATA_VERB")
@@ -321,6 +349,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if verb_name == "tasks":
             print(_describe_tasks())
+            return 0
+        if verb_name == "adapters":
+            print(_describe_adapters())
             return 0
         verb = DATA_VERBS[data_verb] if data_verb else VERBS[verb_name]
         verb.run(_load(verb, args))

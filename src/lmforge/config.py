@@ -497,6 +497,8 @@ class OptimConfig:
                                     "deepest; the output end at lr (1 = off)", check=probability_mass)
     module_lr_scales: dict = _f({}, "learning-rate multipliers by parameter-name pattern (fnmatch), e.g. "
                                     "{'output.*': 10.0}; the first matching pattern applies, after layer_lr_decay")
+    freeze: list = _f([], "parameter-name patterns (fnmatch) left untrained, e.g. ['tok_embeddings.*', "
+                          "'layers.[0-5].*']; a pattern that matches no parameter is an error")
 
     def validate(self, prefix: str = "") -> None:
         """``module_lr_scales`` maps name patterns to positive finite multipliers."""
@@ -506,6 +508,9 @@ class OptimConfig:
                               f"multipliers, got {_shown(self.module_lr_scales)}")
         for pattern, scale in self.module_lr_scales.items():
             _check_field(scale, float, positive, f"{key}.{pattern}")
+        if not isinstance(self.freeze, list) or not all(isinstance(p, str) and p for p in self.freeze):
+            raise ConfigError(f"config key '{prefix}freeze': expected a list of parameter-name patterns, "
+                              f"got {_shown(self.freeze)}")
 
 
 @dataclass
@@ -513,7 +518,8 @@ class TrainConfig:
     """The training loop: batch, budget, precision, evaluation and checkpoints."""
 
     shards_dir: str = _f("runs/quickstart/shards", "token shards from `lmforge encode`", check=path_text)
-    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer saved into every checkpoint", check=path_text)
+    tokenizer_dir: str = _f("runs/quickstart/tokenizer", "tokenizer saved into every checkpoint; empty = the "
+                                                         "tokenizer of train.init_from", check=path_text)
     run_dir: str = _f("runs/quickstart", "where checkpoints, metrics.jsonl and config.yaml go", check=writable_dir)
     seq_len: int = _f(256, "tokens per training sequence", check=positive)
     batch_size: int = _f(16, "sequences per micro-batch (per process)", check=positive)
@@ -592,6 +598,39 @@ class PretrainConfig:
         check_fits_in_memory(f"{prefix}train.grad_accum", f"the window offsets of an optimiser step of "
                              f"{sequences:,} sequences", 8 * sequences,
                              f"lower {prefix}train.grad_accum or {prefix}train.batch_size")
+
+
+@dataclass
+class AdapterConfig:
+    """A parameter-efficient adapter trained instead of the whole model (`lmforge adapters` lists them)."""
+
+    name: str = _f("", "the adapter kind, e.g. lora; empty = full fine-tuning (every parameter not frozen trains)")
+    options: dict = _f({}, "the adapter's options, e.g. {rank: 8, alpha: 16, targets: [q_proj, v_proj]}; checked "
+                           "against the adapter's own (`lmforge adapters`)")
+    save_merged: bool = _f(False, "also write RUN_DIR/merged: a full checkpoint with the adapter merged into the "
+                                  "weights (checkpoints otherwise hold only the adapter)")
+
+    def validate(self, prefix: str = "") -> None:
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"config key '{prefix}options': expected a mapping of the adapter's options, "
+                              f"got {_shown(self.options)}")
+
+
+@dataclass
+class FinetuneConfig(PretrainConfig):
+    """`lmforge finetune`: adapt a pretrained model (`train.init_from`: an lmforge checkpoint or an HF
+    directory) to a task: continued pretraining (causal_lm on new shards), sft, sequence or token
+    classification, seq2seq; fully, with frozen parts (`optim.freeze`) or through an adapter."""
+
+    # The tokenizer and model config come from train.init_from unless given.
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(tokenizer_dir="", run_dir="runs/finetune"))
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        if not self.train.init_from:
+            raise ConfigError(f"config key '{prefix}train.init_from': fine-tuning starts from a pretrained model: "
+                              "pass an lmforge checkpoint or run directory, or an HF model directory")
+        super().validate(prefix)
 
 
 @dataclass

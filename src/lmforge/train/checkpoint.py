@@ -48,6 +48,7 @@ from lmforge.train.nonfinite import first_nonfinite_tensor
 FORMAT = "lmforge-checkpoint-v2"
 V1_FORMAT = "lmforge-checkpoint-v1"
 MODEL_FILE = "model.safetensors"
+ADAPTER_FILE = "adapter.safetensors"  # an adapter checkpoint's weights (adapter + fully trained modules only)
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.pt"
 TOKENIZER_DIR = "tokenizer"
@@ -72,7 +73,10 @@ def _step_dirs(run_dir: str | Path) -> list[Path]:
 
 
 def missing_files(ckpt_dir: Path) -> list[str]:
-    return [name for name in REQUIRED if not (ckpt_dir / name).exists()]
+    """The files a checkpoint needs that ``ckpt_dir`` lacks (an adapter checkpoint holds
+    ``adapter.safetensors`` instead of ``model.safetensors``)."""
+    weights = MODEL_FILE if not (ckpt_dir / ADAPTER_FILE).exists() else ADAPTER_FILE
+    return [name for name in (weights, CONFIG_FILE, TOKENIZER_DIR) if not (ckpt_dir / name).exists()]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Optional[Path]:
@@ -87,7 +91,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not str(path) or not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist: pass a checkpoint directory "
                               "or a run directory from `lmforge pretrain`")
-    if (path / CONFIG_FILE).exists() or (path / MODEL_FILE).exists():
+    if (path / CONFIG_FILE).exists() or (path / MODEL_FILE).exists() or (path / ADAPTER_FILE).exists():
         missing = missing_files(path)
         if missing:
             raise CheckpointError(f"checkpoint '{path}' is incomplete (missing {', '.join(missing)}): "
@@ -212,15 +216,19 @@ class CheckpointInfo:
 
     def unapplied_sections(self) -> list[str]:
         """The declared sections this version cannot apply yet."""
-        return [name for name in ("adapters", "base", "quantization", "sharding") if getattr(self, name)]
+        return [name for name in ("quantization", "sharding") if getattr(self, name)]
 
 
-def _tokenizer_section(tokenizer_dir: str | Path) -> dict[str, Any]:
-    from lmforge.tokenize import load_tokenizer
-
-    tokenizer = load_tokenizer(tokenizer_dir)
+def _tokenizer_section(tokenizer: Any) -> dict[str, Any]:
     return {"dir": TOKENIZER_DIR, "kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
             "fingerprint": tokenizer.fingerprint()}
+
+
+def _as_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer object, from itself or from the directory it was saved in."""
+    from lmforge.tokenize import Tokenizer, load_tokenizer
+
+    return tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
 
 
 def write_model_files(directory: Path, model: torch.nn.Module, model_cfg: ModelConfig, step: int,
@@ -241,6 +249,44 @@ def write_model_files(directory: Path, model: torch.nn.Module, model_cfg: ModelC
     _write(directory / CONFIG_FILE,
            lambda: (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8"),
            shown_dir / CONFIG_FILE)
+
+
+def write_adapter_files(directory: Path, weights: dict[str, torch.Tensor], model_cfg: ModelConfig, step: int,
+                        sections: dict[str, Any], shown_dir: Optional[Path] = None) -> None:
+    """``adapter.safetensors`` and ``config.json`` of an adapter checkpoint (as `write_model_files`)."""
+    from safetensors.torch import save_file
+
+    shown_dir = shown_dir or directory
+    bad = first_nonfinite_tensor(weights.items())
+    if bad is not None:
+        raise CheckpointError(f"refusing to write {shown_dir}: adapter weight '{bad}' holds a NaN or an infinity "
+                              "(training diverged; see --train.on_nonfinite)")
+    config = {**dataclasses.asdict(CheckpointInfo(step=step, model=model_cfg)), **sections}
+    build_config(CheckpointInfo, config)
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
+    _write(directory / ADAPTER_FILE, lambda: save_file(tensors, str(directory / ADAPTER_FILE)),
+           shown_dir / ADAPTER_FILE)
+    _write(directory / CONFIG_FILE,
+           lambda: (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8"),
+           shown_dir / CONFIG_FILE)
+
+
+def load_adapter_weights(model: torch.nn.Module, ckpt_dir: Path) -> None:
+    """Load an adapter checkpoint's ``adapter.safetensors`` into ``model`` (its adapter already applied)."""
+    from safetensors.torch import load_file
+
+    from lmforge.finetune.adapters import load_adapter_state_dict
+
+    try:
+        weights = load_file(str(ckpt_dir / ADAPTER_FILE))
+    except Exception as err:  # safetensors raises several types for truncated/corrupt files
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' has an unreadable {ADAPTER_FILE} "
+                              f"({type(err).__name__}: {err}): use another checkpoint") from None
+    bad = first_nonfinite_tensor(weights.items())
+    if bad is not None:
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' has non-finite adapter weights ('{bad}'): use an earlier "
+                              "checkpoint")
+    load_adapter_state_dict(model, weights)
 
 
 def _state_tensors(state: Any, prefix: str = ""):
@@ -265,22 +311,44 @@ def remove_partial_saves(run_dir: str | Path) -> int:
     return len(partial)
 
 
+@dataclass(frozen=True)
+class AdapterSave:
+    """What an adapter checkpoint holds instead of the whole model: the adapter's section
+    (``{"name", "options"}``), its weights (adapter and fully trained modules, lmforge names) and
+    the base they apply to (``{"path", "fingerprint"}``)."""
+
+    section: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    base: dict[str, Any]
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, model_cfg: ModelConfig,
-                    tokenizer_dir: str | Path, trainer_state: dict[str, Any], keep_last: int = 2, *,
+                    tokenizer: Any, trainer_state: dict[str, Any], keep_last: int = 2, *,
                     head: Optional[str] = None, task: Optional[dict[str, Any]] = None,
-                    training: Optional[dict[str, Any]] = None, id2label: Optional[dict[int, str]] = None) -> Path:
+                    training: Optional[dict[str, Any]] = None, id2label: Optional[dict[int, str]] = None,
+                    adapter: Optional[AdapterSave] = None) -> Path:
     """Write ``run_dir/checkpoints/step_{step:08d}`` atomically and prune to ``keep_last``.
 
-    ``head``: the head the model is (None: read off its parameter names), ``id2label`` a
-    classifier's label names; ``task``: ``{"name": ..., "options": {...}}``; ``training``:
-    counters such as tokens_seen."""
+    ``tokenizer``: the run's tokenizer (or the directory it is saved in); ``head``: the head the
+    model is (None: read off its parameter names), ``id2label`` a classifier's label names;
+    ``task``: ``{"name": ..., "options": {...}}``; ``training``: counters such as tokens_seen.
+    With ``adapter`` only the adapter's weights are written (``adapter.safetensors``) and the
+    config names the base they apply to."""
     from lmforge.models import head_of_weights
 
-    is_head = head_of_weights(model_cfg, set(model.state_dict()))
-    if head is not None and head != is_head:
-        raise CheckpointError(f"save_checkpoint was told head '{head}' but the model is a {is_head} model")
+    if adapter is None:
+        is_head = head_of_weights(model_cfg, set(model.state_dict()))
+        if head is not None and head != is_head:
+            raise CheckpointError(f"save_checkpoint was told head '{head}' but the model is a {is_head} model")
+    elif head is None:
+        raise CheckpointError("save_checkpoint needs the head of an adapter checkpoint (its weights do not show it)")
+    else:
+        is_head = head
+    tokenizer = _as_tokenizer(tokenizer)
     sections = {"head": {"name": is_head, "id2label": {str(i): label for i, label in (id2label or {}).items()}},
-                "task": task, "tokenizer": _tokenizer_section(tokenizer_dir), "training": training or {}}
+                "task": task, "tokenizer": _tokenizer_section(tokenizer), "training": training or {}}
+    if adapter is not None:
+        sections.update(adapters=[adapter.section], base=adapter.base)
     root = checkpoints_dir(run_dir)
     _write(root, lambda: root.mkdir(parents=True, exist_ok=True))
     bad = first_nonfinite_tensor(_state_tensors(trainer_state.get("optimizer", {})))
@@ -291,8 +359,11 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, mode
     tmp = root / f"{PARTIAL_PREFIX}{final.name}-{os.getpid()}-{time.time_ns()}"
     _write(tmp, tmp.mkdir, final)
     try:
-        write_model_files(tmp, model, model_cfg, step, sections, shown_dir=final)
-        _write(tmp / TOKENIZER_DIR, lambda: shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR), final / TOKENIZER_DIR)
+        if adapter is None:
+            write_model_files(tmp, model, model_cfg, step, sections, shown_dir=final)
+        else:
+            write_adapter_files(tmp, adapter.weights, model_cfg, step, sections, shown_dir=final)
+        _write(tmp / TOKENIZER_DIR, lambda: tokenizer.save(tmp / TOKENIZER_DIR), final / TOKENIZER_DIR)
         _write(tmp / STATE_FILE, lambda: _save_torch(trainer_state, tmp / STATE_FILE), final / STATE_FILE)
         if final.exists():  # re-saving the same step (e.g. after a rollback): move the old one aside first
             old = root / f"{PARTIAL_PREFIX}old-{final.name}-{os.getpid()}-{time.time_ns()}"
@@ -451,9 +522,36 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     except ConfigError as err:
         raise CheckpointError(f"checkpoint '{ckpt_dir}' has a wrong {CONFIG_FILE}: {err}; "
                               "use another checkpoint or retrain") from None
+    tokenizer = load_tokenizer(ckpt_dir / info.tokenizer.dir)
+    if bool(info.adapters) != bool(info.base):
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' declares {'adapters but no base' if info.adapters else 'a base but no adapters'} "
+                              f"in its {CONFIG_FILE}: an adapter checkpoint names both; use another checkpoint")
+    if info.adapters:
+        _load_adapter_checkpoint(model, ckpt_dir, info)
+        return model.to(device).eval(), tokenizer, ckpt_dir
     names = _weight_names(ckpt_dir)
     if not weights_fit(model, names):
         _refuse_other_head(ckpt_dir, info, names)
     load_weights(model, ckpt_dir)
-    tokenizer = load_tokenizer(ckpt_dir / info.tokenizer.dir)
     return model.to(device).eval(), tokenizer, ckpt_dir
+
+
+def _load_adapter_checkpoint(model: torch.nn.Module, ckpt_dir: Path, info: CheckpointInfo) -> None:
+    """Base weights from ``info.base['path']`` (checked against the fingerprint saved), then the adapter
+    applied and its weights loaded."""
+    from lmforge.config import AdapterConfig, build_config
+    from lmforge.finetune.adapters import base_fingerprint
+    from lmforge.train.setup import apply_adapter_config, read_base_source
+
+    if len(info.adapters) != 1:
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' stacks {len(info.adapters)} adapters; this version applies one")
+    base_path = str(info.base.get("path", ""))
+    read_base_source(base_path, ckpt_dir).load_into(model)
+    adapter = build_config(AdapterConfig, {"name": info.adapters[0].get("name", ""),
+                                           "options": info.adapters[0].get("options", {})})
+    apply_adapter_config(model, adapter)
+    fingerprint = base_fingerprint(model)
+    if info.base.get("fingerprint") and fingerprint != info.base["fingerprint"]:
+        raise CheckpointError(f"the base '{base_path}' of adapter checkpoint '{ckpt_dir}' is not the model the "
+                              "adapter was trained on (its weights' fingerprint differs): pass the original base")
+    load_adapter_weights(model, ckpt_dir)

@@ -37,7 +37,7 @@ from lmforge.train.nonfinite import NonFinite, NonFiniteGuard
 from lmforge.train.parallel import World, all_reduce_sum, barrier, init_world, shutdown
 from lmforge.train.run_lock import RunLock
 from lmforge.train.schedule import lr_at
-from lmforge.train.setup import build_training, resolve_task, task_head, wrap_for_training
+from lmforge.train.setup import adapter_save, build_training, resolve_task, task_head, task_labels, wrap_for_training
 from lmforge.train.state import RunState, restore, trainer_state
 from lmforge.train.step import StepResult, optimizer_step, set_learning_rate
 
@@ -170,10 +170,11 @@ class PretrainRun:
     def save(self, step: int) -> None:
         tr, t = self.training, self.cfg.train
         if self.world.is_main:
-            ckpt.save_checkpoint(self.run_dir, step, tr.model, tr.model_cfg, t.tokenizer_dir,
+            ckpt.save_checkpoint(self.run_dir, step, tr.model, tr.model_cfg, tr.tokenizer,
                                  trainer_state(tr, dataclasses.replace(self.state, step=step)), t.keep_last,
                                  head=tr.head, task=dataclasses.asdict(tr.task_cfg),
-                                 training={"tokens_seen": self.state.tokens_seen})
+                                 training={"tokens_seen": self.state.tokens_seen}, id2label=task_labels(tr.task),
+                                 adapter=adapter_save(tr))
         barrier(self.world)
 
     def run(self, on_step: Optional[StepHook]) -> dict[str, Any]:

@@ -10,14 +10,15 @@ function of ``train.seed`` alone.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from lmforge.config import ModelConfig, PretrainConfig, TaskConfig
-from lmforge.errors import ConfigError
+from lmforge.config import AdapterConfig, ModelConfig, PretrainConfig, TaskConfig, TrainConfig
+from lmforge.errors import CheckpointError, ConfigError
 from lmforge.train.init_from import InitSource, read_init_source, source_model_config
 from lmforge.train.parallel import World, resolve_device, wrap_data_parallel
 from lmforge.train.tasks import (Task, TaskContext, TaskData, TaskSpec, default_task, options_dict, task_options,
@@ -44,6 +45,21 @@ class Training:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     initialised_from: Optional[Path] = None  # train.init_from, when its weights were loaded
+    adapter: Optional["AppliedAdapter"] = None  # the adapter trained instead of the whole model
+    source: Optional[InitSource] = None  # train.init_from (the base an adapter applies to)
+
+
+@dataclass(frozen=True)
+class AppliedAdapter:
+    """An adapter applied to the run's model: its kind, options (every one filled in, as saved)
+    and the modules it wraps."""
+
+    name: str
+    options: Any
+    wrapped: tuple[str, ...]
+
+    def section(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dataclasses.asdict(self.options)}
 
 
 def resolve_task(cfg: PretrainConfig, family: str) -> tuple[TaskSpec, Any, TaskConfig]:
@@ -90,32 +106,97 @@ def task_head(spec: TaskSpec, family: str) -> str:
     return spec.cls.head
 
 
+def run_tokenizer(train: TrainConfig) -> Any:
+    """``train.tokenizer_dir``'s tokenizer, or (empty) the one ``train.init_from`` was saved with."""
+    from lmforge.tokenize import load_tokenizer
+
+    if train.tokenizer_dir:
+        return load_tokenizer(train.tokenizer_dir)
+    if not train.init_from:
+        raise ConfigError("config key 'train.tokenizer_dir' is empty and there is no train.init_from to take the "
+                          "tokenizer from: pass the tokenizer directory (`lmforge tokenizer` writes one)")
+    from lmforge.train.init_from import source_tokenizer
+
+    return source_tokenizer(train.init_from)
+
+
+def read_base_source(path: str, adapter_checkpoint: Path) -> InitSource:
+    """The base an adapter checkpoint names (with its own tokenizer); one CheckpointError line
+    when it is gone."""
+    from lmforge.train.init_from import source_tokenizer
+
+    if not path or not Path(path).is_dir():
+        raise CheckpointError(f"adapter checkpoint '{adapter_checkpoint}' applies to the base '{path}', which is "
+                              "not there: put the base model back at that path (or edit base.path in its config.json)")
+    return read_init_source(path, source_tokenizer(path), path)
+
+
+def apply_task_overrides(model_cfg: ModelConfig, task: Task) -> ModelConfig:
+    """``model_cfg`` with what the task fixes (a classifier's ``num_labels``: `Task.model_overrides`)."""
+    overrides = getattr(task, "model_overrides", None)
+    return dataclasses.replace(model_cfg, **overrides()) if overrides is not None else model_cfg
+
+
+def freeze_parameters(model: torch.nn.Module, patterns: list[str]) -> int:
+    """Turn off gradients of the parameters whose names match a pattern of ``optim.freeze``
+    (fnmatch); returns how many tensors were frozen. A pattern matching nothing is a ConfigError
+    (a typo would otherwise train what was meant to stay fixed)."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ConfigError(f"config key 'optim.freeze': pattern {pattern!r} matches no parameter; names look like "
+                              f"{', '.join(names[:3])}, ..., {names[-1]}")
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def apply_adapter_config(model: torch.nn.Module, adapter: AdapterConfig) -> Optional[AppliedAdapter]:
+    """Wrap ``model`` with the adapter ``adapter.name`` asks for (None: full fine-tuning)."""
+    if not adapter.name:
+        return None
+    from lmforge.finetune.adapters import adapter_options, adapter_spec, apply_adapter
+
+    spec = adapter_spec(adapter.name)
+    options = adapter_options(spec, adapter.options)
+    wrapped = apply_adapter(model, spec.name, options)
+    return AppliedAdapter(spec.name, options, tuple(wrapped))
+
+
 def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False) -> Training:
     """Build every part of a run on its device. With ``train.init_from`` the model config is the
     source's, and the model starts from its weights unless ``resuming`` (the run's own checkpoint
-    then replaces them); the optimiser is always fresh."""
+    then replaces them; with an adapter the source's weights are the base, always loaded, and
+    the checkpoint holds the adapter); the optimiser is always fresh."""
     from lmforge.models import build_model
-    from lmforge.tokenize import load_tokenizer
     from lmforge.train.optim import build_optimizer
 
     t = cfg.train
+    adapter_cfg = getattr(cfg, "adapter", None) or AdapterConfig()
     device = resolve_device(t.device, world)
-    tokenizer = load_tokenizer(t.tokenizer_dir)
+    tokenizer = run_tokenizer(t)
     source = read_init_source(t.init_from, tokenizer, t.tokenizer_dir) if t.init_from else None
     spec, options, task_cfg = resolve_task(cfg, source.model_cfg.family if source is not None else cfg.model.family)
     model_cfg = _model_config(cfg, tokenizer, spec, source)
     head = task_head(spec, model_cfg.family)
     task = spec.cls.build(options, TaskContext(tokenizer, model_cfg))
+    model_cfg = apply_task_overrides(model_cfg, task)
     data = task.open_data(t, world)
     torch.manual_seed(t.seed)
     model = build_model(model_cfg, head)
-    if source is not None and not resuming:
+    loaded = source is not None and (not resuming or bool(adapter_cfg.name))
+    if loaded:
         source.load_into(model)
+    freeze_parameters(model, cfg.optim.freeze)
+    adapter = apply_adapter_config(model, adapter_cfg)
     model = model.to(device)
     return Training(cfg, world, device, tokenizer, model_cfg, model, model, head, task_cfg, task, data,
                     build_optimizer(model, cfg.optim, device.type),
                     torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-                    source.path if source is not None and not resuming else None)
+                    source.path if loaded and not resuming else None, adapter, source)
 
 
 def wrap_for_training(training: Training) -> None:
@@ -123,3 +204,20 @@ def wrap_for_training(training: Training) -> None:
     training.train_model = wrap_data_parallel(training.model, training.world, training.device)
     if training.cfg.train.compile:
         training.train_model = torch.compile(training.train_model)
+
+
+def task_labels(task: Task) -> Optional[dict[int, str]]:
+    """A classifier task's label names by class id (`Task.id2label`), None for other tasks."""
+    id2label = getattr(task, "id2label", None)
+    return id2label() if id2label is not None else None
+
+
+def adapter_save(training: Training) -> Optional[Any]:
+    """What a checkpoint of an adapter run holds (`checkpoint.AdapterSave`; None: the whole model is saved)."""
+    if training.adapter is None:
+        return None
+    from lmforge.finetune.adapters import adapter_state_dict, base_fingerprint
+    from lmforge.train import checkpoint as ckpt
+
+    base = {"path": str(training.source.path.resolve()), "fingerprint": base_fingerprint(training.model)}
+    return ckpt.AdapterSave(training.adapter.section(), adapter_state_dict(training.model), base)

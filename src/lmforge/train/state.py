@@ -51,7 +51,10 @@ def restore(training: Training, ckpt_dir: Path, horizon: int) -> RunState:
     if changes:
         raise CheckpointError(f"{ckpt_dir} was trained with another model config ({'; '.join(changes)}): "
                               "pass the same model options, a new --train.run_dir, or --train.resume false")
-    ckpt.load_weights(training.model, ckpt_dir)
+    if training.adapter is not None:
+        ckpt.load_adapter_weights(training.model, ckpt_dir)  # the base came from train.init_from
+    else:
+        ckpt.load_weights(training.model, ckpt_dir)
     state = ckpt.load_trainer_state(ckpt_dir)
     optimizer = training.optimizer
     lr_scales = [group["lr_scale"] for group in optimizer.param_groups]
