@@ -137,6 +137,11 @@ def check_fields(line: str, fields: dict[str, type | tuple[type, ...]]) -> dict[
     if not isinstance(record, dict):
         raise BadExample("bad_json", f"expected a JSON object, got {type(record).__name__}; write one JSON "
                                      f"object per line with the fields {', '.join(fields)}")
+    return check_record(record, fields)
+
+
+def check_record(record: dict[str, Any], fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """``record`` if it has ``fields`` (name -> accepted type(s)); BadExample otherwise."""
     for name, types in fields.items():
         if name not in record:
             raise BadExample("missing_field", f"no field {name!r} (has {', '.join(map(repr, record)) or 'none'}); "

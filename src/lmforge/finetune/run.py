@@ -38,14 +38,14 @@ def finetune(cfg: FinetuneConfig, on_step: Optional[StepHook] = None) -> dict[st
 def write_merged(adapter_checkpoint: Path, run_dir: Path) -> Path:
     """A full checkpoint of the adapter merged into its base (``RUN_DIR/merged/step_N``): loads
     with `lmforge evaluate`, `generate` and `convert --to hf` like any other."""
-    from lmforge.finetune.adapters import merged_model
+    from lmforge.finetune.adapters import remove_adapters
     from lmforge.train import checkpoint as ckpt
 
     model, tokenizer, ckpt_dir = ckpt.load_checkpoint(adapter_checkpoint)
     info = ckpt.read_checkpoint_info(ckpt_dir)
-    plain = merged_model(model)
+    remove_adapters(model, merge=True)  # W + s·BA in place, the base modules back under their own names
     state = {"optimizer": {}, "scaler": {}, "sampler": {}}
-    return ckpt.save_checkpoint(run_dir / MERGED_DIR, info.step, plain, info.model, tokenizer, state, keep_last=1,
+    return ckpt.save_checkpoint(run_dir / MERGED_DIR, info.step, model, info.model, tokenizer, state, keep_last=1,
                                 head=info.head.name, task=None if info.task is None else
                                 {"name": info.task.name, "options": info.task.options},
                                 training=info.training, id2label=info.head.labels())

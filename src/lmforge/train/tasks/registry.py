@@ -91,6 +91,10 @@ _TASKS = KindRegistry("task", (
     "lmforge.train.tasks.causal_lm",
     "lmforge.train.tasks.masked_lm",
     "lmforge.train.tasks.span_corruption",
+    "lmforge.finetune.tasks.sft",
+    "lmforge.finetune.tasks.sequence_classification",
+    "lmforge.finetune.tasks.token_classification",
+    "lmforge.finetune.tasks.seq2seq",
 ))
 
 
