@@ -51,6 +51,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import CheckpointError, ConfigError, LmforgeError, TokenizerError
 from lmforge.interop import hf
 from lmforge.models.registry import get_family
+from lmforge.tokenize.base import SPECIAL_TOKENS
 from lmforge.train import checkpoint as ckpt
 
 HF_CONFIG = "config.json"
@@ -60,6 +61,7 @@ HF_TOKENIZER = "tokenizer.json"
 # Buffers older transformers versions stored next to the weights; they carry no parameters.
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+PRETRAINED_KIND = "pretrained"  # lmforge.tokenize.pretrained.KIND (not imported at module load)
 
 
 # --------------------------------------------------------------------------- output directory
@@ -112,6 +114,16 @@ def _tokenizer_files(tokenizer: Any, ckpt_dir: Path, out: Path, cfg: Any) -> Non
         raise ConfigError(f"checkpoint '{ckpt_dir}' has a {tokenizer.kind} (SentencePiece) tokenizer: only "
                           "byte_bpe, wordpiece, word and char tokenizers export to HF format for now")
     source = ckpt_dir / ckpt.TOKENIZER_DIR / HF_TOKENIZER
+    if tokenizer.kind == PRETRAINED_KIND:  # an imported tokenizer goes back out as it came in
+        shutil.copyfile(source, out / HF_TOKENIZER)
+        tokenizer_config = dict(tokenizer.tokenizer_config)
+        tokenizer_config.update({f"{role}_token": token for role, token in tokenizer.special_tokens.items()})
+        if tokenizer.chat_template is not None:
+            tokenizer_config["chat_template"] = tokenizer.chat_template
+        tokenizer_config["model_max_length"] = cfg.max_seq_len
+        (out / HF_TOKENIZER_CONFIG).write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+        return
     extra: dict[str, Any] = {}
     export_tokenizer = hf.mapping_of(cfg).export_tokenizer
     if export_tokenizer is not None:
@@ -151,7 +163,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = Fal
         # The HF class of the checkpoint's head, then save_pretrained: HF decides the file
         # names, drops tied heads and writes generation_config.json, so whatever a family
         # needs is right by construction.
-        hf_model = hf.to_hf_model(model, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+        hf_model = hf.to_hf_model(model, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                                  pad_id=tokenizer.role_ids.get("pad"),
                                   id2label=info.head.labels() or None, head=info.head.name)
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
         if mapping.fix_config_json is not None:
@@ -204,6 +217,17 @@ def _weight_files(hf_dir: Path) -> list[Path]:
         return [hf_dir / HF_WEIGHTS]
     raise CheckpointError(f"not an HF checkpoint directory: '{hf_dir}' has no {HF_WEIGHTS} or {HF_INDEX} "
                           "(only safetensors weights are read; re-save with safe_serialization=True)")
+
+
+def _source_dtype(tensors: dict[str, torch.Tensor]) -> str:
+    """The floating dtype(s) the weights were saved in ("bfloat16"; "float16+float32" when mixed)."""
+    names = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
+    return "+".join(names) or "none"
+
+
+def _to_fp32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating tensors as fp32 (bf16/fp16 checkpoints train and compare in fp32 here)."""
+    return {key: t.float() if t.is_floating_point() and t.dtype != torch.float32 else t for key, t in tensors.items()}
 
 
 def _load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
@@ -263,24 +287,35 @@ def _infer_kind(tokenizer_json: dict[str, Any]) -> str:
     raise TokenizerError(f"HF tokenizer model '{model_type}' has no lmforge kind (BPE, WordPiece, WordLevel)")
 
 
-def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Path, cfg: Any) -> Any:
-    """Fill ``out`` with an lmforge tokenizer: ``tokenizer_dir`` if given, else the HF tokenizer.json
-    (less what the family's export added to it: T5's sentinels)."""
+def _is_lmforge_layout(backend: Any) -> bool:
+    """Whether a tokenizer.json has lmforge's five special tokens at ids 0-4 (an lmforge export)."""
+    return [backend.token_to_id(tok) for tok in SPECIAL_TOKENS.values()] == list(range(len(SPECIAL_TOKENS)))
+
+
+def read_hf_tokenizer(hf_dir: str | Path, cfg: Optional[ModelConfig] = None) -> Any:
+    """The tokenizer of an HF directory: an lmforge export's tokenizer.json (the five lmforge
+    specials at ids 0-4) as its lmforge kind, less what the family's export added (T5's
+    sentinels); any other tokenizer.json as published (kind "pretrained": its own special
+    tokens mapped to roles, its post-processor and chat template)."""
     from tokenizers import Tokenizer as HFBackend
 
-    from lmforge.tokenize import SPECIAL_TOKENS, load_tokenizer
+    from lmforge.tokenize import load_hf_tokenizer
     from lmforge.tokenize.hf import HFTokenizer
 
-    if tokenizer_dir:
-        tokenizer = load_tokenizer(tokenizer_dir)
-        shutil.copytree(tokenizer_dir, out)
-        return tokenizer
+    hf_dir = Path(hf_dir)
     path = hf_dir / HF_TOKENIZER
     if not path.is_file():
         raise TokenizerError(f"'{hf_dir}' has no {HF_TOKENIZER}: pass tokenizer_dir (--tokenizer_dir) with an "
                              "lmforge tokenizer for this model's vocabulary")
     try:
         tokenizer_json = json.loads(path.read_text(encoding="utf-8"))
+        backend = HFBackend.from_str(json.dumps(tokenizer_json, ensure_ascii=False))
+    except Exception as err:
+        raise TokenizerError(f"cannot load '{path}' ({err}): pass tokenizer_dir (--tokenizer_dir) instead") from None
+    if not _is_lmforge_layout(backend):
+        return load_hf_tokenizer(hf_dir)
+    try:
+        cfg = cfg if cfg is not None else read_hf_source(hf_dir).config
         import_tokenizer = hf.mapping_of(cfg).import_tokenizer
         if import_tokenizer is not None:
             tokenizer_json = import_tokenizer(tokenizer_json, cfg, path)
@@ -290,28 +325,48 @@ def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Pat
         raise
     except Exception as err:
         raise TokenizerError(f"cannot load '{path}' ({err}): pass tokenizer_dir (--tokenizer_dir) instead") from None
-    absent = [tok for tok in SPECIAL_TOKENS.values() if backend.token_to_id(tok) is None]
-    if absent:
-        raise TokenizerError(f"'{path}' lacks the lmforge special tokens {' '.join(absent)} (lmforge needs "
-                             f"{' '.join(SPECIAL_TOKENS.values())}): pass tokenizer_dir (--tokenizer_dir) "
-                             "with an lmforge tokenizer for this model's vocabulary")
-    tokenizer = HFTokenizer(kind, backend)
+    return HFTokenizer(kind, backend)
+
+
+def _write_tokenizer(hf_dir: Path, tokenizer_dir: Optional[str | Path], out: Path, cfg: Any) -> Any:
+    """Fill ``out`` with the checkpoint's tokenizer: ``tokenizer_dir`` if given, else the HF
+    directory's own (`read_hf_tokenizer`)."""
+    from lmforge.tokenize import load_tokenizer
+
+    if tokenizer_dir:
+        tokenizer = load_tokenizer(tokenizer_dir)
+        shutil.copytree(tokenizer_dir, out)
+        return tokenizer
+    tokenizer = read_hf_tokenizer(hf_dir, cfg)
     tokenizer.save(out)
     return tokenizer
 
 
 @dataclass
 class HFSource:
-    """An HF directory's config.json in lmforge's terms: our resolved config, the head, a
-    classifier's label names and the HF model type."""
+    """An HF directory's config.json in lmforge's terms: our resolved config, the head
+    (``hf.BASE_HEAD`` for a class saved without one), a classifier's label names, the HF model
+    type and class."""
 
     config: ModelConfig
     head: str
     id2label: dict[int, str]
     model_type: str
+    hf_class: str = ""
+    hf_dir: Path = Path()
+
+    def check_vocab(self, tokenizer: Any) -> None:
+        """CheckpointError when the tokenizer has ids the model has no embedding for (a
+        tokenizer and config.json that disagree on the vocabulary)."""
+        if tokenizer.vocab_size > self.config.vocab_size:
+            raise CheckpointError(f"'{self.hf_dir}': the tokenizer has {tokenizer.vocab_size} ids but config.json's "
+                                  f"vocab_size is {self.config.vocab_size} (embeddings): pass the tokenizer this "
+                                  "model was trained with, or fix vocab_size")
 
 
-def _read_source(hf_dir: Path) -> HFSource:
+def read_hf_source(hf_dir: str | Path) -> HFSource:
+    """What an HF directory's config.json says (no weights read)."""
+    hf_dir = Path(hf_dir)
     if not (hf_dir / HF_CONFIG).is_file():
         raise CheckpointError(f"not an HF checkpoint directory: '{hf_dir}' has no {HF_CONFIG}")
     hf_cfg = _read_hf_config(hf_dir)
@@ -327,26 +382,109 @@ def _read_source(hf_dir: Path) -> HFSource:
             cfg = mapping.config_from_tokenizer_config(cfg, _tokenizer_config(hf_dir))
     except ConfigError as err:
         raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
-    return HFSource(cfg, head, id2label, hf_cfg.model_type)
+    names = list(getattr(hf_cfg, "architectures", None) or [])
+    return HFSource(cfg, head, id2label, hf_cfg.model_type, names[0] if names else "", hf_dir)
 
 
-def _read_weights(hf_dir: Path, files: list[Path], source: HFSource) -> dict[str, torch.Tensor]:
-    """The weights of ``files`` in our names, every tensor's name and shape checked first."""
-    cfg, head = source.config, source.head
-    mapping = hf.mapping_of(cfg)
-    hf_state = _load_safetensors(files)
-    with torch.device("meta"):
-        meta_model = get_family(cfg.family).build(cfg, head)
-    expected = mapping.to_hf_state_dict(meta_model.state_dict(keep_vars=True), cfg)  # tied: one object
-    _check_tensors(hf_state, expected, hf_dir, mapping.optional_tensors, mapping.extra_prefixes(head))
-    if cfg.tie_embeddings and "lm_head.weight" in hf_state:
+_read_source = read_hf_source
+
+
+def _check_tied(hf_dir: Path, hf_state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                cfg: ModelConfig) -> None:
+    if cfg.tie_embeddings and "lm_head.weight" in hf_state and "lm_head.weight" in expected:
         embedding_key = next((k for k, v in expected.items()
                               if k != "lm_head.weight" and v is expected["lm_head.weight"]), None)
         if embedding_key is not None and not torch.equal(hf_state["lm_head.weight"], hf_state[embedding_key]):
             raise CheckpointError(f"'{hf_dir}' says tie_word_embeddings but its lm_head.weight differs from "
                                   f"{embedding_key}: set tie_word_embeddings false in {HF_CONFIG}")
+
+
+def _head_model(cfg: ModelConfig, head: str) -> torch.nn.Module:
+    """Our model with ``head`` on the meta device (a classifier with 2 labels when the config
+    names none: only the trunk's tensors are wanted from it)."""
+    if head in hf.LABELLED_HEADS and cfg.num_labels <= 0:
+        cfg = dataclasses.replace(cfg, num_labels=2)
+    with torch.device("meta"):
+        return get_family(cfg.family).build(cfg, head)
+
+
+def _read_base_weights(hf_dir: Path, hf_state: dict[str, torch.Tensor], source: HFSource) -> dict[str, torch.Tensor]:
+    """The trunk weights of a model saved without a head, in our names.
+
+    Its tensor names are the headed classes' less a prefix (``HFMapping.bases``). Each of the
+    family's heads is mapped in turn with the tensors the base lacks filled with NaN, and what
+    comes out NaN is left out; so a tensor only some heads have (BERT's pooler) comes through,
+    and a left-out tensor that is not a head's (``HFMapping.head_prefixes``) is an error.
+    """
+    cfg = source.config
+    mapping = hf.mapping_of(cfg)
+    prefix = mapping.bases[source.hf_class]
+    state = {prefix + key: tensor for key, tensor in hf_state.items()}
+    used: set[str] = set()
+    ours: dict[str, torch.Tensor] = {}
+    trunk_missing: list[str] = []
+    for head in get_family(cfg.family).heads:
+        meta_model = _head_model(cfg, head)
+        expected = mapping.to_hf_state_dict(meta_model.state_dict(keep_vars=True), meta_model.config)
+        filled = dict(state)
+        for key, tensor in expected.items():
+            if key in state:
+                used.add(key)
+                if tuple(state[key].shape) != tuple(tensor.shape):
+                    raise CheckpointError(f"'{hf_dir}': tensor '{key[len(prefix):]}' has shape "
+                                          f"{tuple(state[key].shape)}, the config implies {tuple(tensor.shape)}")
+            else:
+                filled[key] = torch.full(tuple(tensor.shape), float("nan"))
+        try:
+            mapped = mapping.from_hf_state_dict(filled, meta_model.config, head)
+        except ConfigError as err:
+            raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
+        for key, tensor in mapped.items():
+            if tensor.is_floating_point() and tensor.numel() and bool(torch.isnan(tensor).all()):
+                if not mapping.is_head_key(key):
+                    trunk_missing.append(key)
+            else:
+                ours.setdefault(key, tensor)
+    if trunk_missing:
+        raise CheckpointError(f"'{hf_dir}' ({source.hf_class}) lacks {len(trunk_missing)} tensor(s) its "
+                              f"{HF_CONFIG} implies (first: {', '.join(trunk_missing[:3])}): the weights do not "
+                              "match the config")
+    unexpected = sorted(key[len(prefix):] for key in state if key not in used
+                        and not key.endswith(_IGNORED_SUFFIXES))
+    if unexpected:
+        raise CheckpointError(f"'{hf_dir}' has {len(unexpected)} tensor(s) its {HF_CONFIG} does not describe "
+                              f"(first: {', '.join(unexpected[:3])}): the weights do not match the config")
+    return ours
+
+
+@dataclass
+class HFWeights:
+    """An HF directory's model in lmforge's terms: config, head (``hf.BASE_HEAD``: trunk only),
+    weights in our names as fp32, and the dtype they were saved in."""
+
+    config: ModelConfig
+    head: str
+    state_dict: dict[str, torch.Tensor]
+    source_dtype: str
+    source: HFSource
+
+
+def _read_weights(hf_dir: Path, files: list[Path], source: HFSource) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights of ``files`` in our names (fp32) and their saved dtype, every tensor's name
+    and shape checked first."""
+    cfg, head = source.config, source.head
+    mapping = hf.mapping_of(cfg)
+    hf_state = _load_safetensors(files)
+    dtype = _source_dtype(hf_state)
+    hf_state = _to_fp32(hf_state)
+    if head == hf.BASE_HEAD:
+        return _read_base_weights(hf_dir, hf_state, source), dtype
+    meta_model = _head_model(cfg, head)
+    expected = mapping.to_hf_state_dict(meta_model.state_dict(keep_vars=True), cfg)  # tied: one object
+    _check_tensors(hf_state, expected, hf_dir, mapping.optional_tensors, mapping.extra_prefixes(head))
+    _check_tied(hf_dir, hf_state, expected, cfg)
     try:
-        return mapping.from_hf_state_dict(hf_state, cfg, head)
+        return mapping.from_hf_state_dict(hf_state, cfg, head), dtype
     except ConfigError as err:
         raise ConfigError(f"cannot import '{hf_dir}': {err}") from None
 
@@ -360,34 +498,60 @@ def _tokenizer_config(hf_dir: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def read_hf_weights(hf_dir: str | Path) -> HFWeights:
+    """An HF directory's config, head and weights (fp32, our names), in memory; nothing is
+    written. A model saved without a head gives head ``hf.BASE_HEAD`` and its trunk weights."""
+    hf_dir = Path(hf_dir)
+    source = read_hf_source(hf_dir)
+    state_dict, dtype = _read_weights(hf_dir, _weight_files(hf_dir), source)
+    return HFWeights(source.config, source.head, state_dict, dtype, source)
+
+
 def read_hf_model(hf_dir: str | Path) -> tuple[ModelConfig, str, dict[str, torch.Tensor]]:
     """``(config, head, state_dict)`` of an HF directory: our resolved config, the head its
-    ``architectures`` names and its weights in lmforge names (in memory; nothing is written).
-    For starting a run from HF weights (``train.init_from``)."""
-    hf_dir = Path(hf_dir)
-    source = _read_source(hf_dir)
-    return source.config, source.head, _read_weights(hf_dir, _weight_files(hf_dir), source)
+    ``architectures`` names (``hf.BASE_HEAD`` = "base" for a class saved without a head:
+    ``BertModel``, ``LlamaModel``, ``T5EncoderModel``...; then only trunk weights) and its
+    weights in lmforge names as fp32 (in memory; nothing is written). For starting a run from
+    HF weights (``train.init_from``)."""
+    weights = read_hf_weights(hf_dir)
+    return weights.config, weights.head, weights.state_dict
 
 
 def import_hf(hf_dir: str | Path, out_dir: str | Path, overwrite: bool = False,
               tokenizer_dir: Optional[str | Path] = None) -> Path:
     """Write an HF-format directory (GPT-2, Llama, ... whatever a family maps) as an lmforge
-    checkpoint directory (no trainer state: it can be evaluated, sampled, exported, fine-tuned)."""
+    checkpoint directory (no trainer state: it can be evaluated, sampled, exported, fine-tuned).
+
+    Weights saved in bf16/fp16 are stored as fp32 (``imported_from.source_dtype`` says what they
+    were). A model saved without a head becomes the family's pretraining head (``heads[0]``)
+    with the head tensors it lacks freshly initialised (seed 0), listed in
+    ``imported_from.new_weights``: fine-tune it, don't sample from it."""
+    from lmforge.train.init_from import load_partial
+
     hf_dir = Path(hf_dir)
-    source = _read_source(hf_dir)
+    source = read_hf_source(hf_dir)
     cfg = source.config
     files = _weight_files(hf_dir)
     with _atomic_output(out_dir, overwrite, hf_dir) as tmp:
         tokenizer = _write_tokenizer(hf_dir, tokenizer_dir, tmp / ckpt.TOKENIZER_DIR, cfg)
-        if tokenizer.vocab_size > cfg.vocab_size:
-            raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                                  f"{cfg.vocab_size} embeddings: pass the tokenizer this model was trained with")
-        ours = _read_weights(hf_dir, files, source)
-        model = get_family(cfg.family).build(cfg, source.head)
-        model.to(next(iter(ours.values())).dtype).load_state_dict(ours, strict=True)
-        sections = {"head": {"name": source.head, "id2label": {str(i): label for i, label in source.id2label.items()}},
+        source.check_vocab(tokenizer)
+        ours, dtype = _read_weights(hf_dir, files, source)
+        family = get_family(cfg.family)
+        imported: dict[str, Any] = {"hf_dir": str(hf_dir), "model_type": source.model_type,
+                                    "hf_class": source.hf_class, "source_dtype": dtype}
+        if source.head == hf.BASE_HEAD:
+            head = family.heads[0]
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                model = family.build(cfg, head)
+            imported["new_weights"] = list(load_partial(model, ours, str(hf_dir)).new)
+        else:
+            head = source.head
+            model = family.build(cfg, head)
+            model.load_state_dict(ours, strict=True)
+        sections = {"head": {"name": head, "id2label": {str(i): label for i, label in source.id2label.items()}},
                     "tokenizer": {"dir": ckpt.TOKENIZER_DIR, "kind": tokenizer.kind,
                                   "vocab_size": tokenizer.vocab_size, "fingerprint": tokenizer.fingerprint()},
-                    "imported_from": {"hf_dir": str(hf_dir), "model_type": source.model_type}}
+                    "imported_from": imported}
         ckpt.write_model_files(tmp, model, cfg, step=0, sections=sections)
     return Path(out_dir)

@@ -27,6 +27,9 @@ from lmforge.errors import ConfigError
 from lmforge.models.presets import resolve_model_config
 from lmforge.models.registry import Family, families, get_family
 
+# The head of an HF model saved without one (`HFMapping.bases`): not one of a family's heads,
+# only a source of trunk weights (`lmforge.train.init_from`, `lmforge.interop.convert`).
+BASE_HEAD = "base"
 Rule = tuple[list[str], str, bool]  # (our keys, concatenated along dim 0; HF key; transpose)
 StateDict = dict[str, torch.Tensor]
 # Heads whose HF config carries num_labels and the label names (id2label / label2id).
@@ -53,6 +56,14 @@ class HFMapping:
     - ``prepare_hf_model(hf_model, cfg)``: fix up a freshly built HF model before the weights
       load (e.g. untie a head transformers tied); ``fix_config_json(config, cfg)``: edit the
       exported config.json's dict.
+    - ``bases``: HF classes saved without a head (``LlamaModel``, ``BertModel``,
+      ``T5EncoderModel``) -> the prefix their tensor names take inside the headed classes
+      (``"model."``, ``"bert."``, ``""``). Such a directory imports as head ``BASE_HEAD``: the
+      trunk weights only, which `lmforge.train.init_from` loads under any head of the family.
+    - ``head_prefixes``: prefixes of our state-dict keys that belong to a head rather than to
+      the trunk (an LM head, BERT's pooler and classifiers, T5's decoder): a model built with
+      one head may start from another head's (or a base's) weights, and only these may be
+      missing from the source (they keep the model's own init).
     - ``export_tokenizer(tokenizer_json, tokenizer_vocab_size, cfg, ckpt_dir)`` -> (the
       tokenizer.json to write, extra tokenizer_config.json entries); ``import_tokenizer(
       tokenizer_json, cfg, path)`` undoes it; ``config_from_tokenizer_config(cfg,
@@ -74,6 +85,12 @@ class HFMapping:
                                         tuple[dict[str, Any], dict[str, Any]]]] = None
     import_tokenizer: Optional[Callable[[dict[str, Any], ModelConfig, Path], dict[str, Any]]] = None
     config_from_tokenizer_config: Optional[Callable[[ModelConfig, dict[str, Any]], ModelConfig]] = None
+    bases: Mapping[str, str] = field(default_factory=dict)
+    head_prefixes: tuple[str, ...] = ("output.",)
+
+    def is_head_key(self, key: str) -> bool:
+        """Whether our state-dict ``key`` belongs to a head (see ``head_prefixes``)."""
+        return key.startswith(self.head_prefixes)
 
 
 def import_transformers() -> Any:
@@ -108,14 +125,16 @@ def head_of_hf_config(config: Any) -> str:
     has no choice to make)."""
     family = family_of_model_type(getattr(config, "model_type", ""))
     mapping: HFMapping = family.hf
+    names = list(getattr(config, "architectures", None) or [mapping.classes[family.heads[0]]])
+    if names and all(name in mapping.bases for name in names):
+        return BASE_HEAD
     if len(mapping.classes) == 1:
         return next(iter(mapping.classes))
-    names = list(getattr(config, "architectures", None) or [mapping.classes[family.heads[0]]])
     heads = {head for head, name in mapping.classes.items() if name in names}
     heads |= {mapping.aliases[name] for name in names if name in mapping.aliases}
     if len(heads) != 1:
         raise ConfigError(f"HF {mapping.model_type} architecture {', '.join(names)} is not supported: use one of "
-                          f"{', '.join(mapping.classes.values())}")
+                          f"{', '.join([*mapping.classes.values(), *mapping.bases])}")
     return heads.pop()
 
 
@@ -266,11 +285,12 @@ def add_rule(rules: list[Rule], ours: list[str], hf: str, transpose: bool = Fals
 
 def rule_mapping(model_type: str, class_name: str, rules: Callable[[ModelConfig], list[Rule]],
                  config_to_hf: Callable[[ModelConfig, dict[str, Optional[int]]], Any],
-                 config_from_hf: Callable[[Any], ModelConfig]) -> HFMapping:
-    """The `HFMapping` of a decoder family (one head, causal_lm) mapped by ``rules(cfg)``."""
+                 config_from_hf: Callable[[Any], ModelConfig], bases: Optional[Mapping[str, str]] = None) -> HFMapping:
+    """The `HFMapping` of a decoder family (one head, causal_lm) mapped by ``rules(cfg)``;
+    ``bases``: its headless HF classes (see `HFMapping`); the LM head is the only head tensor."""
     return HFMapping(
         model_type=model_type, classes={"causal_lm": class_name}, config_to_hf=config_to_hf,
-        config_from_hf=config_from_hf,
+        config_from_hf=config_from_hf, bases=dict(bases or {}),
         to_hf_state_dict=lambda state_dict, cfg: rules_to_hf(state_dict, rules(cfg)),
         from_hf_state_dict=lambda hf_state, cfg, head: rules_from_hf(hf_state, rules(cfg), cfg, head))
 

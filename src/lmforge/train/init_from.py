@@ -1,18 +1,30 @@
 """``train.init_from``: start a run from another model's weights (fine-tuning, continued pretraining).
 
 The source is an lmforge checkpoint (or a run directory: its newest checkpoint) or an HF model
-directory (``config.json`` with a ``model_type`` + safetensors). Only the weights come over:
-the optimiser, schedule, data position and step counters start fresh at step 0. The model
-config is the source's; a ``model.*`` option that contradicts it is refused (one line), since
-the weights could not be loaded into another shape. A checkpoint in the run's own directory
-takes precedence: a resumed run goes on from where it stopped, not from the source again.
+directory (``config.json`` with a ``model_type`` + safetensors; half-precision weights are
+read as fp32). Only the weights come over: the optimiser, schedule, data position and step
+counters start fresh at step 0. The model config is the source's; a ``model.*`` option that
+contradicts it is refused (one line), since the weights could not be loaded into another
+shape. A checkpoint in the run's own directory takes precedence: a resumed run goes on from
+where it stopped, not from the source again.
+
+The source may hold another head than the run trains, or none (an HF ``BertModel``,
+``LlamaModel``, ``T5EncoderModel``: head ``BASE_HEAD``). ``InitSource.load_into`` then loads
+every trunk tensor (a missing one is a CheckpointError), keeps the model's own init for head
+tensors the source lacks (a classifier, a pooler, an untied LM head, T5's decoder under an
+encoder), ignores source tensors the model lacks (an MLM head under a classifier, a pooler)
+and reports both (`LoadReport`). Which keys are a head's is the family's
+``HFMapping.head_prefixes``. This is the transfer-learning set-up of BERT (Devlin et al. 2019,
+sec. 4): the pretrained encoder plus a freshly initialised task layer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import logging
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,24 +34,118 @@ from lmforge.config import ModelConfig
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.train import checkpoint as ckpt
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What ``load_into`` did beside loading: tensors the model kept from its own init
+    (``new``) and source tensors it had no place for (``dropped``)."""
+
+    new: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One short line: modules rather than every tensor (``decoder_layers.* (x26)``)."""
+        return f"new: [{', '.join(_modules(self.new))}], dropped: [{', '.join(_modules(self.dropped))}]"
+
+
+def _modules(keys: tuple[str, ...]) -> list[str]:
+    """Keys grouped by module with layer numbers wildcarded, each with its tensor count."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        module = re.sub(r"\.\d+(\.|$)", r".*\1", key.rsplit(".", 1)[0] if "." in key else key)
+        module = module.split(".*", 1)[0] + ".*" if ".*" in module else module
+        groups[module] = groups.get(module, 0) + 1
+    return [f"{name} (x{count})" if count > 1 else name for name, count in groups.items()]
+
+
+def _head_key(model: torch.nn.Module) -> Any:
+    """``is_head_key(key)`` of the model's family (every key but the trunk's, see the module doc)."""
+    from lmforge.models.registry import get_family
+
+    mapping = get_family(model.config.family).hf
+    if mapping is None:
+        return lambda key: key.startswith("output.")
+    return mapping.is_head_key
+
+
+def load_partial(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> LoadReport:
+    """Load ``state_dict`` into ``model`` by the trunk/head rule of the module docstring.
+
+    A trunk tensor missing from the source, or any tensor of another shape than the model's
+    (a head's too: a classifier with another number of labels is dropped and new), is handled
+    as its name says; only a missing or misshapen trunk tensor is an error (CheckpointError).
+    """
+    is_head = _head_key(model)
+    own = model.state_dict()
+    # A tied tensor (an LM head tied to the embedding) is loaded when its twin is.
+    twin_of: dict[int, list[str]] = {}
+    for key, tensor in own.items():
+        twin_of.setdefault(tensor.data_ptr(), []).append(key)
+    loadable: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for key, tensor in state_dict.items():
+        if key in own and tuple(own[key].shape) == tuple(tensor.shape):
+            loadable[key] = tensor
+        elif key in own and not is_head(key):
+            raise CheckpointError(f"train.init_from '{source}': tensor '{key}' has shape {tuple(tensor.shape)}, the "
+                                  f"model's is {tuple(own[key].shape)}: the source is another model size")
+        else:
+            dropped.append(key)
+    covered = set(loadable)
+    for key in list(covered):
+        covered.update(twin_of.get(own[key].data_ptr(), ()))
+    missing = [key for key in own if key not in covered]
+    trunk = [key for key in missing if not is_head(key)]
+    if trunk:
+        raise CheckpointError(f"train.init_from '{source}' lacks {len(trunk)} trunk tensor(s) of the model "
+                              f"(first: {', '.join(trunk[:3])}): it is another model family or architecture")
+    model.load_state_dict(loadable, strict=False)
+    report = LoadReport(tuple(missing), tuple(dropped))
+    if missing or dropped:
+        log.info("train.init_from %s: %s", source, report.summary())
+    return report
+
 
 @dataclass(frozen=True)
 class InitSource:
-    """Weights to start from: an lmforge checkpoint directory, or an HF directory's state dict."""
+    """Weights to start from: an lmforge checkpoint directory, or an HF directory's state dict.
+
+    ``head``: the source's head (``BASE_HEAD`` for an HF model saved without one);
+    ``source_dtype``: the dtype the HF weights were saved in ("" for a checkpoint)."""
 
     path: Path
     model_cfg: ModelConfig
     ckpt_dir: Optional[Path] = None  # lmforge checkpoint
     state_dict: Optional[dict[str, torch.Tensor]] = None  # HF weights in lmforge names
+    head: str = ""
+    source_dtype: str = ""
+    reports: list[LoadReport] = field(default_factory=list, compare=False)
 
-    def load_into(self, model: torch.nn.Module) -> None:
+    def load_into(self, model: torch.nn.Module) -> LoadReport:
+        """Load the source's weights into ``model`` (any head of the source's family) by the
+        trunk/head rule; returns (and logs) what was new and what was dropped."""
         if self.ckpt_dir is not None:
-            ckpt.load_weights(model, self.ckpt_dir)
-            return
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"train.init_from '{self.path}' does not fit the model it describes "
-                                  f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+            state_dict = _checkpoint_weights(self.ckpt_dir)
+        else:
+            assert self.state_dict is not None
+            state_dict = self.state_dict
+        report = load_partial(model, state_dict, str(self.path))
+        self.reports.append(report)
+        return report
+
+
+def _checkpoint_weights(ckpt_dir: Path) -> dict[str, torch.Tensor]:
+    """An lmforge checkpoint's weights under every name of its own model (tied tensors under
+    each of their names, as safetensors keeps only one), loaded and checked by
+    ``checkpoint.load_weights``."""
+    from lmforge.models.registry import get_family
+
+    info = ckpt.read_checkpoint_info(ckpt_dir)
+    model = get_family(info.model.family).build(info.model, info.head.name)
+    ckpt.load_weights(model, ckpt_dir)
+    return model.state_dict()
 
 
 def _is_hf_dir(path: Path) -> bool:
@@ -49,12 +155,24 @@ def _is_hf_dir(path: Path) -> bool:
         return False
 
 
-def _read_hf(hf_dir: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """An HF directory's config and weights in lmforge names, in memory."""
-    from lmforge.interop.convert import read_hf_model
+def source_tokenizer(init_from_path: str | Path) -> Any:
+    """The tokenizer a ``train.init_from`` source was saved with: an lmforge checkpoint's
+    ``tokenizer/``, or an HF directory's own tokenizer.json (kind "pretrained"; an lmforge
+    export's tokenizer keeps its lmforge kind). One error line when it has none, or when the
+    tokenizer has more ids than the model has embeddings."""
+    from lmforge.tokenize import load_tokenizer
 
-    model_cfg, _head, state_dict = read_hf_model(hf_dir)
-    return model_cfg, state_dict
+    path = Path(init_from_path)
+    if not path.is_dir():
+        raise ConfigError(f"config key 'train.init_from': '{path}' is not a directory: pass an lmforge checkpoint "
+                          "or run directory, or an HF model directory (config.json + safetensors)")
+    if _is_hf_dir(path):
+        from lmforge.interop.convert import read_hf_source, read_hf_tokenizer
+
+        tokenizer = read_hf_tokenizer(path)
+        read_hf_source(path).check_vocab(tokenizer)
+        return tokenizer
+    return load_tokenizer(ckpt.resolve_checkpoint(path) / ckpt.TOKENIZER_DIR)
 
 
 def read_init_source(path: str, tokenizer: Any, tokenizer_dir: str) -> InitSource:
@@ -67,14 +185,18 @@ def read_init_source(path: str, tokenizer: Any, tokenizer_dir: str) -> InitSourc
         raise ConfigError(f"config key 'train.init_from': '{path}' is not a directory: pass an lmforge checkpoint "
                           "or run directory, or an HF model directory (config.json + safetensors)")
     if _is_hf_dir(source):
-        model_cfg, state_dict = _read_hf(source)
-        return InitSource(source, model_cfg, state_dict=state_dict)
+        from lmforge.interop.convert import read_hf_weights
+
+        weights = read_hf_weights(source)
+        return InitSource(source, weights.config, state_dict=weights.state_dict, head=weights.head,
+                          source_dtype=weights.source_dtype)
     ckpt_dir = ckpt.resolve_checkpoint(source)
     if load_tokenizer(ckpt_dir / ckpt.TOKENIZER_DIR).fingerprint() != tokenizer.fingerprint():
         raise CheckpointError(f"train.init_from '{ckpt_dir}' was trained with another tokenizer than "
-                              f"{tokenizer_dir}: pass that checkpoint's tokenizer (its tokenizer/ directory) "
-                              "and shards encoded with it")
-    return InitSource(source, ckpt.read_model_config(ckpt_dir), ckpt_dir=ckpt_dir)
+                              f"{tokenizer_dir or 'the run uses'}: pass that checkpoint's tokenizer (its tokenizer/ "
+                              "directory) and shards encoded with it")
+    info = ckpt.read_checkpoint_info(ckpt_dir)
+    return InitSource(source, info.model, ckpt_dir=ckpt_dir, head=info.head.name)
 
 
 def source_model_config(requested: ModelConfig, source: InitSource) -> ModelConfig:

@@ -140,7 +140,10 @@ HF = HFMapping(
     model_type="bert", classes={head: cls.__name__ for head, cls in HEAD_CLASSES.items()},
     aliases={"BertForPreTraining": "masked_lm"},  # the original releases: MLM + pooler + next-sentence head
     config_to_hf=config_to_hf, config_from_hf=config_from_hf, to_hf_state_dict=to_hf_state_dict,
-    from_hf_state_dict=from_hf_state_dict, extra_prefixes=_extra_prefixes)
+    from_hf_state_dict=from_hf_state_dict, extra_prefixes=_extra_prefixes,
+    bases={"BertModel": "bert."},  # the encoder with its pooler, no head
+    # the pooler is a head's: BertForMaskedLM has none, the classifiers need one
+    head_prefixes=("pooler.", "head_dense.", "head_norm.", "output.", "classifier."))
 
 FAMILY = register_family(Family(
     name="bert", summary="bidirectional post-norm encoder with learned positions and token types", blocks=bert.BLOCKS, heads=tuple(HEAD_CLASSES), build=build, default_task="masked_lm",

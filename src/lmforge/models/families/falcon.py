@@ -85,4 +85,5 @@ FAMILY = register_family(Family(
     name="falcon", summary="RoPE, multi-query attention, parallel attention/MLP, LayerNorm, GELU", blocks=BLOCKS,
     heads=CAUSAL_HEADS, build=transformer_builder(BLOCKS), default_task="causal_lm", presets=PRESETS,
     generation="causal", validate=check_one_stack,
-    hf=rule_mapping("falcon", "FalconForCausalLM", hf_rules, config_to_hf, config_from_hf)))
+    hf=rule_mapping("falcon", "FalconForCausalLM", hf_rules, config_to_hf, config_from_hf,
+                    bases={"FalconModel": "transformer."})))

@@ -75,4 +75,5 @@ def config_from_hf(config: Any) -> ModelConfig:
 FAMILY = register_family(Family(
     name="gpt2", summary="learned positions, LayerNorm, GELU", blocks=BLOCKS, heads=CAUSAL_HEADS,
     build=transformer_builder(BLOCKS), default_task="causal_lm", presets=PRESETS, generation="causal",
-    validate=check_one_stack, hf=rule_mapping("gpt2", "GPT2LMHeadModel", hf_rules, config_to_hf, config_from_hf)))
+    validate=check_one_stack, hf=rule_mapping("gpt2", "GPT2LMHeadModel", hf_rules, config_to_hf, config_from_hf,
+                                               bases={"GPT2Model": "transformer."})))

@@ -61,4 +61,5 @@ FAMILY = register_family(Family(
     build=transformer_builder(BLOCKS), default_task="causal_lm", presets=PRESETS, generation="causal",
     validate=check_one_stack, default_hidden_dim=swiglu_hidden_dim,
     # HF Mistral names its tensors as HF Llama does
-    hf=rule_mapping("mistral", "MistralForCausalLM", llama.hf_rules, config_to_hf, config_from_hf)))
+    hf=rule_mapping("mistral", "MistralForCausalLM", llama.hf_rules, config_to_hf, config_from_hf,
+                    bases={"MistralModel": "model."})))

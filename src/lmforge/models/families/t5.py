@@ -164,9 +164,10 @@ def _check_supported(config: Any) -> None:
     if getattr(config, "dense_act_fn", activations[0]) not in activations:
         raise ConfigError(f"HF T5 dense_act_fn '{config.dense_act_fn}' with feed_forward_proj '{ff}' is not "
                           f"supported: use {activations[0]}")
-    if not getattr(config, "is_encoder_decoder", True) or getattr(config, "is_decoder", False):
+    encoder_only = list(getattr(config, "architectures", None) or []) == ["T5EncoderModel"]
+    if (not getattr(config, "is_encoder_decoder", True) and not encoder_only) or getattr(config, "is_decoder", False):
         raise ConfigError("HF T5 used as an encoder-only or decoder-only model is not supported: "
-                          "only T5ForConditionalGeneration (is_encoder_decoder true)")
+                          "only T5ForConditionalGeneration (is_encoder_decoder true) or T5EncoderModel")
     if config.relative_attention_num_buckets < 4 or \
             config.relative_attention_max_distance <= config.relative_attention_num_buckets // 4:
         raise ConfigError(f"HF T5 relative attention with {config.relative_attention_num_buckets} buckets and "
@@ -288,7 +289,12 @@ HF = HFMapping(
     # model it builds from a config; `from_hf_state_dict` then copies the embedding)
     optional_tensors=frozenset({"lm_head.weight"}), prepare_hf_model=_untie_head,
     fix_config_json=_untied_config_json, export_tokenizer=_export_tokenizer, import_tokenizer=_import_tokenizer,
-    config_from_tokenizer_config=_max_seq_len_from_tokenizer_config)
+    config_from_tokenizer_config=_max_seq_len_from_tokenizer_config,
+    # Saved without the LM head: T5Model (encoder-decoder), T5EncoderModel (the encoder alone).
+    # For fine-tuning, the decoder counts as part of the seq2seq head, so an encoder alone can
+    # start a seq2seq model whose decoder keeps its fresh init (warm-starting an encoder-decoder
+    # from an encoder checkpoint, Rothe et al. 2020).
+    bases={"T5Model": "", "T5EncoderModel": ""}, head_prefixes=("decoder_", "output."))
 
 FAMILY = register_family(Family(
     name="t5", summary="pre-norm encoder-decoder with relative position bias and RMS norms", blocks=t5.BLOCKS, heads=("seq2seq_lm",), build=build, default_task="span_corruption",
