@@ -25,12 +25,13 @@ def _tokens_from_text_source(path: Path, tokenizer) -> tuple[np.ndarray, int]:
     from lmforge.data import ReadStats, SourceOptions, read_documents
 
     kind = "jsonl" if path.suffix in (".jsonl", ".gz") else "text"
+    eos_id = tokenizer.require_id("eos", "evaluating on a text file (documents end with eos)")
     ids: list[int] = []
     num_bytes = 0
     source = SourceConfig(kind=kind, paths=[str(path)])
     for doc in read_documents(source, ReadStats(), SourceOptions.single("--data")):
         ids.extend(tokenizer.encode(doc.text))
-        ids.append(tokenizer.eos_id)
+        ids.append(eos_id)
         num_bytes += len(doc.text.encode("utf-8"))
     if len(ids) < 2:
         raise DataError(f"'{path}' holds no text to evaluate on: pass a non-empty file")

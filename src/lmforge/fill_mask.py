@@ -15,27 +15,31 @@ from lmforge.tokenize.base import SPECIAL_TOKENS, Tokenizer
 @torch.no_grad()
 def fill_mask(model: torch.nn.Module, tokenizer: Tokenizer, text_with_mask: str, top_k: int = 5,
               add_special_tokens: bool = False) -> list[list[tuple[str, float]]]:
-    """For each ``<mask>`` in ``text_with_mask`` (left to right), the ``top_k`` most probable
-    tokens as ``(token text, probability)``, most probable first.
+    """For each mask token in ``text_with_mask`` (``<mask>``; an imported tokenizer's own, e.g.
+    ``[MASK]``), left to right, the ``top_k`` most probable tokens as ``(token text,
+    probability)``, most probable first. A tokenizer without a mask token: TokenizerError.
 
     ``model(input_ids_BT) -> logits_BTV`` (e.g. `BertForMaskedLM`). Tokenizers do not parse
-    special tokens out of text, so the text is split on the literal ``<mask>``, each piece is
+    special tokens out of text, so the text is split on the literal mask token, each piece is
     encoded on its own and the mask id goes between the pieces (a piece's edge may therefore
     tokenize differently than inside the whole sentence, e.g. a trailing space in byte-level
-    BPE). ``add_special_tokens`` wraps the ids in bos ... eos, for models pretrained that way
-    (lmforge's masked-LM pretraining packs documents separated by eos and adds no bos).
+    BPE). ``add_special_tokens`` frames the ids as the tokenizer does (`Tokenizer.frame`: bos ...
+    eos for lmforge's kinds, [CLS] ... [SEP] for an imported BERT tokenizer), for models
+    pretrained that way (lmforge's masked-LM pretraining packs documents separated by eos and adds no bos).
     """
-    pieces = text_with_mask.split(SPECIAL_TOKENS["mask"])
+    mask_id = tokenizer.require_id("mask", "fill_mask")
+    mask_token = tokenizer.special_tokens.get("mask", SPECIAL_TOKENS["mask"])
+    pieces = text_with_mask.split(mask_token)
     if len(pieces) < 2:
-        raise ValueError(f"no {SPECIAL_TOKENS['mask']} in the text: put one where a token should be predicted")
-    ids = [tokenizer.bos_id] if add_special_tokens else []
+        raise ValueError(f"no {mask_token} in the text: put one where a token should be predicted")
+    ids: list[int] = []
     for index, piece in enumerate(pieces):
         if index:
-            ids.append(tokenizer.mask_id)
+            ids.append(mask_id)
         if piece:
             ids.extend(tokenizer.encode(piece))
-    if add_special_tokens:
-        ids.append(tokenizer.eos_id)
+    if add_special_tokens:  # the tokenizer's own framing: <s> ... </s>, [CLS] ... [SEP]
+        ids = tokenizer.frame(ids)
     max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", len(ids))
     if len(ids) > max_seq_len:
         raise ValueError(f"the text is {len(ids)} tokens but the model reads at most {max_seq_len}: shorten it")
@@ -48,7 +52,7 @@ def fill_mask(model: torch.nn.Module, tokenizer: Tokenizer, text_with_mask: str,
         logits_TV = model(input_ids_1T)[0]
     finally:
         model.train(was_training)
-    mask_positions_M = (input_ids_1T[0] == tokenizer.mask_id).nonzero().squeeze(1)
+    mask_positions_M = (input_ids_1T[0] == mask_id).nonzero().squeeze(1)
     probs_MV = logits_TV[mask_positions_M].float().softmax(dim=-1)
     top_probs_MK, top_ids_MK = probs_MV.topk(min(top_k, probs_MV.shape[-1]), dim=-1)
     return [[(tokenizer.decode([token_id], skip_special=False), prob)

@@ -38,7 +38,7 @@ class TextSampler:
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # Training documents each follow an eos token, so eos is the "start of document" context.
-        return [self.tokenizer.eos_id] + self.tokenizer.encode(prompt)
+        return [self.tokenizer.require_id("eos", "sampling")] + self.tokenizer.encode(prompt)
 
     def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.8, top_k: int = 0,
                top_p: float = 1.0, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
@@ -67,7 +67,7 @@ class TextSampler:
                         stop: Sequence[str], seed: int) -> Iterator[str]:
         """Encoder-decoder: the prompt (ending with eos, as span-corruption inputs do) is encoded
         once; the decoder starts from pad (T5's decoder start token) and runs with its caches."""
-        ids = self.tokenizer.encode(prompt) + [self.tokenizer.eos_id]
+        ids = self.tokenizer.encode(prompt) + [self.tokenizer.require_id("eos", "sampling")]
         generator = torch.Generator(device=self.device).manual_seed(seed)
         tokens = (int(token_B[0]) for token_B in generate_seq2seq(
             self.model, torch.tensor([ids], dtype=torch.long, device=self.device), max_new_tokens,

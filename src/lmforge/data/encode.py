@@ -128,7 +128,7 @@ def encode_documents(cfg: EncodeConfig) -> dict[str, Any]:
                             f"or point --documents_dir at its out_dir")
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     dtype = token_dtype(tokenizer.vocab_size)
-    eos_id = tokenizer.eos_id if cfg.append_eos else None
+    eos_id = tokenizer.require_id("eos", "encode with append_eos (set append_eos false)") if cfg.append_eos else None
     os.makedirs(cfg.out_dir, exist_ok=True)
     outputs = {s: {ext: os.path.join(cfg.out_dir, f"{s}.{ext}") for ext in ("bin", "idx")} for s in SPLITS}
     tmps = {s: {ext: tmp_sibling(p) for ext, p in files.items()} for s, files in outputs.items()}

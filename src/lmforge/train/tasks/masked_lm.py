@@ -35,10 +35,10 @@ class MaskedLMTask(ShardTask):
 
     def __init__(self, tokenizer: Any, mask_prob: float = 0.15) -> None:
         self.tokenizer = tokenizer
-        self.mask_id, self.pad_id = tokenizer.mask_id, tokenizer.pad_id
+        self.mask_id, self.pad_id = tokenizer.require_id("mask", "task masked_lm"), tokenizer.pad_id
         self.vocab_size = tokenizer.vocab_size
-        self.special_ids = [tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, tokenizer.unk_id,
-                            tokenizer.mask_id]
+        # every special/control id (an imported tokenizer's [CLS], <|eot_id|>... too) is never masked
+        self.special_ids = sorted(tokenizer.special_ids | {tokenizer.pad_id})
         self.mask_prob = mask_prob
 
     @classmethod

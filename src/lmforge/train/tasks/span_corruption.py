@@ -46,7 +46,7 @@ class SpanCorruptionTask(ShardTask):
         self.tokenizer = tokenizer
         self.sentinel_ids = [vocab_size - 1 - i for i in range(self.NUM_SENTINELS)]
         self.first_sentinel = vocab_size - self.NUM_SENTINELS
-        self.eos_id, self.pad_id = tokenizer.eos_id, tokenizer.pad_id
+        self.eos_id, self.pad_id = tokenizer.require_id("eos", "task span_corruption"), tokenizer.pad_id
         self.noise_density, self.mean_span_length = noise_density, mean_span_length
 
     @classmethod
