@@ -540,7 +540,7 @@ def _load_adapter_checkpoint(model: torch.nn.Module, ckpt_dir: Path, info: Check
     """Base weights from ``info.base['path']`` (checked against the fingerprint saved), then the adapter
     applied and its weights loaded."""
     from lmforge.config import AdapterConfig, build_config
-    from lmforge.finetune.adapters import base_fingerprint
+    from lmforge.finetune.adapters import check_base_fingerprint
     from lmforge.train.setup import apply_adapter_config, read_base_source
 
     if len(info.adapters) != 1:
@@ -550,8 +550,5 @@ def _load_adapter_checkpoint(model: torch.nn.Module, ckpt_dir: Path, info: Check
     adapter = build_config(AdapterConfig, {"name": info.adapters[0].get("name", ""),
                                            "options": info.adapters[0].get("options", {})})
     apply_adapter_config(model, adapter)
-    fingerprint = base_fingerprint(model)
-    if info.base.get("fingerprint") and fingerprint != info.base["fingerprint"]:
-        raise CheckpointError(f"the base '{base_path}' of adapter checkpoint '{ckpt_dir}' is not the model the "
-                              "adapter was trained on (its weights' fingerprint differs): pass the original base")
+    check_base_fingerprint(model, info.base.get("fingerprint"), f"adapter checkpoint '{ckpt_dir}' (base '{base_path}')")
     load_adapter_weights(model, ckpt_dir)
