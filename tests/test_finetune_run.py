@@ -152,3 +152,27 @@ def test_lmforge_adapters_lists_lora_with_its_options(capsys):
     assert main(["adapters"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("lora  ") and "rank" in out and "quantize_base" in out
+
+
+def test_a_lora_checkpoint_exports_as_a_peft_adapter_that_peft_loads_with_the_same_logits(tiny_run, source, tmp_path,
+                                                                                          capsys):
+    """`lmforge finetune` (LoRA) -> `lmforge convert --to peft`, and the base -> `--to hf`: peft puts
+    the adapter on the HF base and computes our logits (fp32)."""
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    run = tmp_path / "lora"
+    finetune(finetune_config(tiny_run, source, run, **{
+        "adapter.name": "lora", "adapter.options": {"rank": 4, "alpha": 16, "targets": ["q_proj", "v_proj", "out_proj"]}}))
+    status, errors, _ = run_cli(["convert", run, "--to", "peft", "--out_dir", tmp_path / "peft"], capsys)
+    assert status == 0, errors
+    assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    status, errors, _ = run_cli(["convert", run, "--to", "hf", "--out_dir", tmp_path / "nope"], capsys)
+    assert status == 2 and "is an adapter checkpoint (only the adapter's weights): export it with --to peft" in errors[0]
+    assert run_cli(["convert", source, "--to", "hf", "--out_dir", tmp_path / "hf_base"], capsys)[0] == 0
+
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf_base", dtype=torch.float32)
+    peft_model = peft.PeftModel.from_pretrained(hf_model, tmp_path / "peft").eval()
+    ours, _, _ = ckpt.load_checkpoint(run)
+    with torch.no_grad():
+        theirs = peft_model(input_ids=TOKENS_BT).logits
+    torch.testing.assert_close(theirs, _logits(ours, TOKENS_BT), rtol=0, atol=1e-4)

@@ -102,9 +102,16 @@ def _run_convert(cfg: C.ConvertConfig) -> None:
 
     if not cfg.source:
         raise ConfigError("nothing to convert: give a SOURCE (a checkpoint, or an HF directory with --to lmforge)")
-    if cfg.to == "hf":
-        if cfg.tokenizer_dir:
-            raise ConfigError("--tokenizer_dir is for --to lmforge only: an export uses the checkpoint's tokenizer")
+    if cfg.to in ("hf", "peft") and cfg.tokenizer_dir:
+        raise ConfigError("--tokenizer_dir is for --to lmforge only: an export uses the checkpoint's tokenizer")
+    if cfg.to == "peft":
+        from lmforge.finetune.peft_export import export_adapter_checkpoint
+
+        out = export_adapter_checkpoint(cfg.source, cfg.out_dir, overwrite=cfg.overwrite)
+    elif cfg.to == "hf":
+        from lmforge.finetune.peft_export import refuse_adapter_checkpoint
+
+        refuse_adapter_checkpoint(cfg.source)
         out = export_hf(cfg.source, cfg.out_dir, overwrite=cfg.overwrite)
     else:
         out = import_hf(cfg.source, cfg.out_dir, overwrite=cfg.overwrite, tokenizer_dir=cfg.tokenizer_dir or None)

@@ -672,9 +672,11 @@ class ConvertConfig:
     heads) and T5 (v1.0 and v1.1; the 100 span-corruption sentinels are written to tokenizer.json
     as <extra_id_N>)."""
 
-    to: Literal["hf", "lmforge"] = _f(
+    to: Literal["hf", "lmforge", "peft"] = _f(
         "hf", "hf: export an lmforge checkpoint (or a run directory's newest) to an HF-format directory; "
-              "lmforge: import an HF-format directory (config.json + safetensors) as an lmforge checkpoint")
+              "lmforge: import an HF-format directory (config.json + safetensors) as an lmforge checkpoint; "
+              "peft: export a LoRA checkpoint of `lmforge finetune` as a PEFT adapter (adapter_config.json + "
+              "adapter_model.safetensors) for the HF export of its base")
     source: str = _f("", "the checkpoint (to hf) or HF model directory (to lmforge) to convert", check=path_text)
     out_dir: str = _f("", "directory to write; must not exist or be empty unless overwrite is set", check=writable_dir)
     overwrite: bool = _f(False, "replace a non-empty out_dir")
