@@ -139,7 +139,7 @@ def _examples(names: list[str], count: int = 6) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > count else "")
 
 
-def _linear_names(model: nn.Module) -> list[str]:
+def linear_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, NF4Linear))
             and ".lora_" not in f".{name}"]
 
@@ -147,7 +147,7 @@ def _linear_names(model: nn.Module) -> list[str]:
 def _select(model: nn.Module, targets: list[str], key: str) -> list[str]:
     """The linear modules ``targets`` match (head left out; a target naming it explicitly refused)."""
     heads = _head_names(model)
-    linears = _linear_names(model)
+    linears = linear_names(model)
     for target in targets:
         named = [h for h in heads if not _is_pattern(target) and matches(h, target)]
         if named:

@@ -30,7 +30,8 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.finetune.adapters.lora import LoRALinear, LoraOptions, apply_lora, load_adapter_state_dict, lora_modules
+from lmforge.finetune.adapters.lora import (LoRALinear, LoraOptions, linear_names, apply_lora,
+                                            load_adapter_state_dict, lora_modules)
 
 CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -119,10 +120,13 @@ def export_peft(model: nn.Module, model_cfg: ModelConfig, options: LoraOptions, 
     names = hf_module_names(model_cfg, head, list(wrapped) + trained)
     missing = [name for name in list(wrapped) + trained if name not in names]
     if missing:
-        exportable = sorted({n.rsplit(".", 1)[-1] for n in names})
+        linears = sorted(name.removesuffix(".base") for name in linear_names(model))
+        exportable = sorted({n.split(".", 2)[-1] for n in hf_module_names(model_cfg, head, linears)
+                             if n.startswith("layers.")})
+        hint = (f"target only {', '.join(exportable)} to export" if exportable
+                else f"no {model_cfg.family} block linear can be exported")
         raise ConfigError(f"{missing[0]} has no single HF weight of its own in {model_cfg.family}'s HF layout "
-                          f"(fused or transposed there), so PEFT cannot load a LoRA on it: target only "
-                          f"{', '.join(exportable) or 'modules of another family'} to export")
+                          f"(fused or transposed there), so PEFT cannot load a LoRA on it: {hint}")
     tensors: dict[str, torch.Tensor] = {}
     for name, module in wrapped.items():
         tensors[f"{PREFIX}{names[name]}.lora_A.weight"] = module.lora_A.weight.detach().float().contiguous()

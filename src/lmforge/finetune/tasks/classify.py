@@ -27,13 +27,13 @@ class LabelSet:
         self.names, self.source = names, source
         self.ids = {name: index for index, name in enumerate(names)}
 
-    def id(self, value: Any, field: str) -> int:
+    def id(self, value: Any, what: str) -> int:
         """The class id of a label value (compared as text: 1 and "1" are one label);
         BadExample("unknown_label") when it is not in the set."""
         name = str(value)
         if name not in self.ids:
             shown = ", ".join(map(repr, self.names[:10])) + (", ..." if len(self.names) > 10 else "")
-            raise BadExample("unknown_label", f"{field} {value!r} is not in the label set ({shown}; {self.source}); "
+            raise BadExample("unknown_label", f"{what} {value!r} is not in the label set ({shown}; {self.source}); "
                                               "fix the example or add the label to task.options.labels")
         return self.ids[name]
 

@@ -44,7 +44,7 @@ class SequenceClassificationTask(ClassifierTask):
         return [record[self.options.label_field]]
 
     def encode(self, example: Example, seq_len: int) -> Row:
-        label = self.labels.id(example.record[self.options.label_field], f"label {self.options.label_field!r}")
+        label = self.labels.id(example.record[self.options.label_field], "label")
         inputs, _, _ = self.framed(self.tokenizer.encode(example.record[self.options.text_field]), seq_len)
         return {"inputs": inputs, "label": label, "num_tokens": len(inputs)}
 

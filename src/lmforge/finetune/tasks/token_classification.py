@@ -58,7 +58,7 @@ class TokenClassificationTask(ClassifierTask):
         ids: list[int] = []
         word_labels: list[int] = []
         for index, (word, tag) in enumerate(zip(words, tags)):
-            label = self.labels.id(tag, f"tag {self.options.tags_field!r}")
+            label = self.labels.id(tag, "tag")
             pieces = self.tokenizer.encode(word if index == 0 else " " + word)
             ids += pieces
             word_labels += [label] + [IGNORE] * (len(pieces) - 1) if pieces else []
