@@ -186,3 +186,236 @@ def test_chat_template_ids_equal_apply_chat_template(tokenizer_dirs, tmp_path):
     assert (again.kind, again.fingerprint(), again.role_ids, again.chat_template) == \
         ("pretrained", ours.fingerprint(), ours.role_ids, LLAMA3_TEMPLATE)
     assert again.encode(SAMPLES[2]) == ours.encode(SAMPLES[2])
+
+
+# --------------------------------------------------------------------------- models as published
+
+def _save(model, tokenizer_dir: Path, out: Path, dtype: torch.dtype, shard: bool = False) -> Path:
+    """``model``'s weights saved in ``dtype`` (sharded when asked) with a published tokenizer."""
+    torch.manual_seed(0)
+    with torch.no_grad():  # weights well away from 0, so the comparisons mean something
+        for param in model.parameters():
+            param.normal_(0.0, 0.2).add_(1.0 if param.dim() == 1 else 0.0)
+    model.to(dtype).save_pretrained(out, **({"max_shard_size": "40KB"} if shard else {}))
+    for path in tokenizer_dir.iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    return out
+
+
+def _hf_fp32(cls, directory: Path):
+    """The HF model loaded from the half-precision files, computed in fp32."""
+    return cls.from_pretrained(directory, dtype=torch.float32).eval()
+
+
+def _llama_config(vocab: int) -> object:
+    return transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                    tie_word_embeddings=False, bos_token_id=320, eos_token_id=324)
+
+
+def _bert_config(vocab: int) -> object:
+    return transformers.BertConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, max_position_embeddings=64, pad_token_id=0)
+
+
+def _t5_config(vocab: int) -> object:
+    return transformers.T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                 feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory, tokenizer_dirs) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    size = {name: load_hf_tokenizer(d).vocab_size for name, d in tokenizer_dirs.items()}
+    gpt2 = transformers.GPT2Config(vocab_size=size["gpt2"], n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                   bos_token_id=0, eos_token_id=0)
+    llama = _llama_config(size["llama3"])
+    return {
+        "gpt2": _save(transformers.GPT2LMHeadModel(gpt2), tokenizer_dirs["gpt2"], root / "gpt2", torch.float16),
+        "llama": _save(transformers.LlamaForCausalLM(llama), tokenizer_dirs["llama3"], root / "llama",
+                       torch.bfloat16, shard=True),
+        "llama_base": _save(transformers.LlamaModel(llama), tokenizer_dirs["llama3"], root / "llama_base",
+                            torch.float16),
+        "bert_base": _save(transformers.BertModel(_bert_config(size["bert"])), tokenizer_dirs["bert"],
+                           root / "bert_base", torch.bfloat16, shard=True),
+        "bert_mlm": _save(transformers.BertForMaskedLM(_bert_config(size["bert"])), tokenizer_dirs["bert"],
+                          root / "bert_mlm", torch.float16),
+        "t5": _save(transformers.T5ForConditionalGeneration(_t5_config(size["t5"])), tokenizer_dirs["t5"],
+                    root / "t5", torch.bfloat16, shard=True),
+        "t5_encoder": _save(transformers.T5EncoderModel(_t5_config(size["t5"])), tokenizer_dirs["t5"],
+                            root / "t5_encoder", torch.float16),
+    }
+
+
+def _ids(tokenizer, text: str = "Hello world, the quick brown fox answers politely.") -> torch.Tensor:
+    return torch.tensor([tokenizer.frame(tokenizer.encode(text))])
+
+
+def _close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() < 1e-4, (ours - theirs).abs().max().item()
+
+
+@pytest.mark.parametrize("name, hf_class, dtype", [("gpt2", "GPT2LMHeadModel", "float16"),
+                                                   ("llama", "LlamaForCausalLM", "bfloat16"),
+                                                   ("bert_mlm", "BertForMaskedLM", "float16"),
+                                                   ("t5", "T5ForConditionalGeneration", "bfloat16")])
+def test_convert_half_precision_checkpoints_with_their_tokenizers(hf_dirs, tmp_path, name, hf_class, dtype):
+    """bf16/fp16 (sharded for llama and t5) -> lmforge checkpoint in fp32: the tokenizer is the
+    published one and the logits equal transformers' on the same half-precision weights in fp32."""
+    if name in ("llama", "t5"):
+        assert (hf_dirs[name] / "model.safetensors.index.json").is_file()
+    out = import_hf(hf_dirs[name], tmp_path / "ckpt")
+    info = json.loads((out / "config.json").read_text())
+    assert info["imported_from"]["source_dtype"] == dtype and info["imported_from"]["hf_class"] == hf_class
+    model, tokenizer, _ = ckpt.load_checkpoint(out)
+    assert tokenizer.kind == "pretrained" and next(model.parameters()).dtype == torch.float32
+    hf_model = _hf_fp32(getattr(transformers, hf_class), hf_dirs[name])
+    ids_1T = _ids(tokenizer)
+    assert ids_1T[0].tolist() == transformers.AutoTokenizer.from_pretrained(hf_dirs[name])(
+        "Hello world, the quick brown fox answers politely.")["input_ids"]
+    with torch.no_grad():
+        if name == "t5":
+            decoder_1U = torch.tensor([[0] + ids_1T[0, :5].tolist()])
+            _close(model(ids_1T, decoder_1U), hf_model(input_ids=ids_1T, decoder_input_ids=decoder_1U).logits)
+        else:
+            _close(model(ids_1T), hf_model(ids_1T).logits)
+
+
+def test_llama_chat_template_survives_import_and_export(hf_dirs, tmp_path):
+    out = import_hf(hf_dirs["llama"], tmp_path / "ckpt")
+    back = export_hf(out, tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(back)
+    assert hf_tok.chat_template == LLAMA3_TEMPLATE
+    ours = load_tokenizer(out / ckpt.TOKENIZER_DIR)
+    text = hf_tok.apply_chat_template(MESSAGES, tokenize=False)
+    assert ours.encode_template(text) == hf_tok(text, add_special_tokens=False)["input_ids"]
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(back).eval()
+    model, _, _ = ckpt.load_checkpoint(out)
+    with torch.no_grad():
+        _close(model(_ids(ours)), hf_model(_ids(ours)).logits)
+
+
+def _build(cfg, head: str, num_labels: int = 0):
+    import dataclasses
+    return build_model(dataclasses.replace(cfg, num_labels=num_labels) if num_labels else cfg, head).eval()
+
+
+def test_llama_model_without_head_loads_as_base(hf_dirs):
+    cfg, head, state = read_hf_model(hf_dirs["llama_base"])
+    assert head == BASE_HEAD and "output.weight" not in state and "tok_embeddings.weight" in state
+    source = read_init_source(str(hf_dirs["llama_base"]), source_tokenizer(hf_dirs["llama_base"]), "")
+    model = _build(cfg, "causal_lm")
+    report = source.load_into(model)
+    assert report.new == ("output.weight",) and report.dropped == ()
+    hf_model = _hf_fp32(transformers.LlamaModel, hf_dirs["llama_base"])
+    ids_1T = _ids(load_hf_tokenizer(hf_dirs["llama_base"]))
+    with torch.no_grad():
+        _close(model.hidden_states(ids_1T), hf_model(ids_1T).last_hidden_state)
+
+
+def test_bert_model_without_head_takes_a_classifier(hf_dirs):
+    """BertModel (bf16, sharded, with its pooler) -> a sequence classifier: every encoder tensor
+    and the pooler come over, the classifier keeps its init; hidden states and pooled output
+    equal transformers'."""
+    tokenizer = source_tokenizer(hf_dirs["bert_base"])
+    source = read_init_source(str(hf_dirs["bert_base"]), tokenizer, "")
+    assert source.head == BASE_HEAD and source.source_dtype == "bfloat16"
+    torch.manual_seed(3)
+    model = _build(source.model_cfg, "sequence_classification", num_labels=3)
+    classifier_before = model.classifier.weight.detach().clone()
+    report = source.load_into(model)
+    assert report.new == ("classifier.weight", "classifier.bias") and report.dropped == ()
+    assert report.summary() == "new: [classifier (x2)], dropped: []"
+    assert torch.equal(model.classifier.weight, classifier_before)
+    hf_model = _hf_fp32(transformers.BertModel, hf_dirs["bert_base"])
+    ids_1T = _ids(tokenizer)
+    assert ids_1T[0, 0].item() == tokenizer.role_ids["cls"]
+    with torch.no_grad():
+        h_1TD = model.hidden_states(ids_1T)
+        hf_out = hf_model(ids_1T)
+        _close(h_1TD, hf_out.last_hidden_state)
+        _close(model.pooled(h_1TD), hf_out.pooler_output)
+    # the MLM head needs a mask token: the BERT tokenizer has one, so masked_lm builds too
+    model_mlm = _build(source.model_cfg, "masked_lm")
+    assert {"head_dense.weight", "output.bias"} <= set(source.load_into(model_mlm).new)
+
+
+def test_lmforge_masked_lm_checkpoint_initialises_a_classifier(hf_dirs, tmp_path):
+    """One head's checkpoint starts another head's run: MLM head dropped, pooler and classifier new."""
+    out = import_hf(hf_dirs["bert_mlm"], tmp_path / "mlm")
+    tokenizer = source_tokenizer(out)
+    source = read_init_source(str(out), tokenizer, "")
+    model = _build(source.model_cfg, "sequence_classification", num_labels=2)
+    report = source.load_into(model)
+    assert set(report.new) == {"pooler.weight", "pooler.bias", "classifier.weight", "classifier.bias"}
+    assert set(report.dropped) == {"head_dense.weight", "head_dense.bias", "head_norm.weight", "head_norm.bias",
+                                   "output.weight", "output.bias"}
+    hf_model = _hf_fp32(transformers.BertForMaskedLM, hf_dirs["bert_mlm"])
+    ids_1T = _ids(tokenizer)
+    with torch.no_grad():
+        _close(model.hidden_states(ids_1T), hf_model.bert(ids_1T).last_hidden_state)
+
+
+def test_t5_encoder_model_hidden_states_and_seq2seq_head(hf_dirs):
+    cfg, head, state = read_hf_model(hf_dirs["t5_encoder"])
+    assert head == BASE_HEAD and not any(key.startswith("decoder_") for key in state)
+    source = read_init_source(str(hf_dirs["t5_encoder"]), source_tokenizer(hf_dirs["t5_encoder"]), "")
+    model = _build(cfg, "seq2seq_lm")
+    report = source.load_into(model)
+    assert "decoder_layers.*.attn.q_proj (x2)" not in report.summary()  # grouped by stack
+    assert all(key.startswith(("decoder_", "output.")) for key in report.new) and report.dropped == ()
+    hf_model = _hf_fp32(transformers.T5EncoderModel, hf_dirs["t5_encoder"])
+    ids_1T = _ids(load_hf_tokenizer(hf_dirs["t5_encoder"]))
+    with torch.no_grad():
+        _close(model.encode(ids_1T), hf_model(ids_1T).last_hidden_state)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_tokenizer_larger_than_the_embeddings_is_one_error(hf_dirs, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for path in hf_dirs["gpt2"].iterdir():
+        (bad / path.name).write_bytes(path.read_bytes())
+    config = json.loads((bad / "config.json").read_text())
+    config["vocab_size"] -= 10
+    (bad / "config.json").write_text(json.dumps(config))
+    state = load_file(str(bad / "model.safetensors"))
+    save_file({k: v[:-10] if k == "transformer.wte.weight" else v for k, v in state.items()},
+              str(bad / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"the tokenizer has 300 ids but config.json's vocab_size is 290"):
+        import_hf(bad, tmp_path / "out")
+    with pytest.raises(CheckpointError, match=r"the tokenizer has 300 ids"):
+        source_tokenizer(bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_trunk_tensor_of_a_base_is_one_error(hf_dirs, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for path in hf_dirs["llama_base"].iterdir():
+        (bad / path.name).write_bytes(path.read_bytes())
+    state = load_file(str(bad / "model.safetensors"))
+    del state["layers.1.mlp.up_proj.weight"]
+    save_file(state, str(bad / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"\(LlamaModel\) lacks 1 tensor.*layers.1.mlp.up_proj.weight"):
+        read_hf_model(bad)
+
+
+def test_tasks_needing_a_missing_role_say_so(tokenizer_dirs):
+    from lmforge.fill_mask import fill_mask
+    from lmforge.train.tasks.masked_lm import MaskedLMTask
+    from lmforge.train.tasks.span_corruption import SpanCorruptionTask
+
+    gpt2 = load_hf_tokenizer(tokenizer_dirs["gpt2"])
+    with pytest.raises(TokenizerError, match=r"task masked_lm needs a mask token, but this pretrained tokenizer "
+                                             r"has none \(its special tokens: bos='<\|endoftext\|>'"):
+        MaskedLMTask(gpt2)
+    bert = load_hf_tokenizer(tokenizer_dirs["bert"])
+    assert MaskedLMTask(bert).mask_id == 4
+    with pytest.raises(TokenizerError, match=r"task span_corruption needs a eos token"):
+        SpanCorruptionTask(bert, bert.vocab_size + 100)
+    with pytest.raises(TokenizerError, match=r"fill_mask needs a mask token"):
+        fill_mask(torch.nn.Identity(), gpt2, "a <mask> b")
