@@ -156,7 +156,13 @@ class PretrainRun:
         if resume_from is not None:
             self.progress.write(f"resumed from {resume_from} at step {self.state.step}")
         elif tr.initialised_from is not None:
-            self.progress.write(f"initialised from {tr.initialised_from}")
+            report = tr.load_report
+            changed = f" ({report.summary()})" if report is not None and (report.new or report.dropped) else ""
+            self.progress.write(f"initialised from {tr.initialised_from}{changed}")
+        if tr.adapter is not None:
+            trainable = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
+            self.progress.write(f"adapter {tr.adapter.name}: {len(tr.adapter.wrapped)} modules wrapped; {trainable:,} "
+                                f"trainable parameters ({100 * trainable / max(num_params, 1):.2f}%)")
         for note in notes:
             self.progress.write(note)
         self.progress.write(f"model: {tr.model_cfg.family} {num_params / 1e6:.2f}M params, "
@@ -310,7 +316,9 @@ class PretrainRun:
                 "stop_reason": stop_reason, "steps": s.step, "tokens_seen": s.tokens_seen,
                 "train_seconds": s.train_seconds, "tokens_per_second": s.tokens_seen / total_seconds,
                 "mfu": mfu(s.tokens_seen / total_seconds, self.flops_token, self.peak),
-                "num_params": self.num_params, "flops_per_token": self.flops_token,
+                "num_params": self.num_params,
+                "trainable_params": sum(p.numel() for p in tr.model.parameters() if p.requires_grad),
+                "flops_per_token": self.flops_token,
                 "objective": tr.task_cfg.name, **val, "last_periodic_val_loss": self.last_val_loss,
                 "world_size": self.world.world_size, "device": str(tr.device), "precision": t.precision,
                 "checkpoint": str(ckpt.latest_checkpoint(self.run_dir)),

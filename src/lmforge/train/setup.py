@@ -47,6 +47,7 @@ class Training:
     initialised_from: Optional[Path] = None  # train.init_from, when its weights were loaded
     adapter: Optional["AppliedAdapter"] = None  # the adapter trained instead of the whole model
     source: Optional[InitSource] = None  # train.init_from (the base an adapter applies to)
+    load_report: Any = None  # what train.init_from lacked (new) and what the model had no place for (dropped)
 
 
 @dataclass(frozen=True)
@@ -154,14 +155,28 @@ def freeze_parameters(model: torch.nn.Module, patterns: list[str]) -> int:
     return frozen
 
 
-def apply_adapter_config(model: torch.nn.Module, adapter: AdapterConfig) -> Optional[AppliedAdapter]:
-    """Wrap ``model`` with the adapter ``adapter.name`` asks for (None: full fine-tuning)."""
+def new_modules(report: Any) -> list[str]:
+    """The modules whose weights ``train.init_from`` did not have (a new classifier head, a pooler)."""
+    if report is None:
+        return []
+    return list(dict.fromkeys(name.rsplit(".", 1)[0] for name in report.new if "." in name))
+
+
+def apply_adapter_config(model: torch.nn.Module, adapter: AdapterConfig,
+                         untrained: Optional[list[str]] = None) -> Optional[AppliedAdapter]:
+    """Wrap ``model`` with the adapter ``adapter.name`` asks for (None: full fine-tuning).
+    ``untrained`` modules (weights the source lacked, e.g. a new classifier) are added to the
+    adapter's ``train_modules``: frozen at their random init they would make the run useless
+    (PEFT adds a classifier to modules_to_save the same way); the saved options list them."""
     if not adapter.name:
         return None
     from lmforge.finetune.adapters import adapter_options, adapter_spec, apply_adapter
 
     spec = adapter_spec(adapter.name)
     options = adapter_options(spec, adapter.options)
+    if untrained and hasattr(options, "train_modules"):
+        extra = [name for name in untrained if name not in options.train_modules]
+        options = dataclasses.replace(options, train_modules=list(options.train_modules) + extra)
     wrapped = apply_adapter(model, spec.name, options)
     return AppliedAdapter(spec.name, options, tuple(wrapped))
 
@@ -188,15 +203,15 @@ def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False)
     torch.manual_seed(t.seed)
     model = build_model(model_cfg, head)
     loaded = source is not None and (not resuming or bool(adapter_cfg.name))
-    if loaded:
-        source.load_into(model)
+    report = source.load_into(model) if loaded else None
     freeze_parameters(model, cfg.optim.freeze)
-    adapter = apply_adapter_config(model, adapter_cfg)
+    adapter = apply_adapter_config(model, adapter_cfg, new_modules(report))
     model = model.to(device)
     return Training(cfg, world, device, tokenizer, model_cfg, model, model, head, task_cfg, task, data,
                     build_optimizer(model, cfg.optim, device.type),
                     torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-                    source.path if loaded and not resuming else None, adapter, source)
+                    source.path if loaded and not resuming else None, adapter, source,
+                    report if loaded and not resuming else None)
 
 
 def wrap_for_training(training: Training) -> None:
