@@ -153,3 +153,20 @@ def test_template_resolution(tok, tmp_path):
     assert resolve_template(str(file), tok)[0] == "{{ bos_token }}"
     with pytest.raises(ConfigError, match="neither a template"):
         resolve_template(str(tmp_path / "missing.jinja"), tok)
+
+
+def test_a_published_style_template_with_generation_tags_and_loop_variables(tok, tmp_path):
+    # the form of Zephyr/ChatML-style templates: role headers, eos after every turn, loop.last,
+    # {% generation %} markers around assistant text and a trailing generation prompt
+    template = ("{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' }}"
+                "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + eos_token }}"
+                "{% endgeneration %}{% else %}{{ message['content'] + eos_token }}{% endif %}"
+                "{% if not loop.last %}{{ '\\n' }}{% endif %}{% endfor %}"
+                "{% if add_generation_prompt %}{{ '\\n<|assistant|>\\n' }}{% endif %}")
+    messages = chat(("system", "be brief"), ("user", "hi"), ("assistant", "hello"))
+    compiled = ChatTemplate(template, tok)
+    assert compiled.render(messages) == "<|system|>\nbe brief</s>\n<|user|>\nhi</s>\n<|assistant|>\nhello</s>"
+    # the "\n" before the header belongs to the prompt: in the full rendering it is not last
+    assert response_segments(compiled, messages)[-1] == ("hello</s>", True)
+    _, data = sft_data(tok, tmp_path, [{"messages": messages}], chat_template=template)
+    assert tok.decode([t for t in data.train_rows[0]["targets"] if t != -100], skip_special=False) == "hello</s>"

@@ -43,7 +43,7 @@ def write_jsonl(path, records):
 
 def model_cfg(family, tok, **overrides):
     return resolve_model_config(ModelConfig(family=family, vocab_size=tok.vocab_size, max_seq_len=64, dim=32,
-                                            num_layers=2, num_heads=4, **overrides))
+                                            **{"num_layers": 2, "num_heads": 4, **overrides}))
 
 
 def open_task(name, tok, cfg, tmp_path, train, val=None, seq_len=32, batch_size=2, grad_accum=1, world=World(),
@@ -329,7 +329,7 @@ def test_ranks_take_the_slices_of_one_global_batch(bpe, tmp_path):
 # --------------------------------------------------------------------------- training lowers the loss
 
 
-def train_steps(task, data, model, num_steps=25, lr=1e-2):
+def train_steps(task, data, model, num_steps=20, lr=1e-2):
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -341,6 +341,7 @@ def train_steps(task, data, model, num_steps=25, lr=1e-2):
         optimizer.step()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, family, examples", [
     ("sft", "llama", [{"prompt": "what is two plus two? ", "response": "four"},
                       {"messages": [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat"}]}]),
@@ -352,7 +353,7 @@ def train_steps(task, data, model, num_steps=25, lr=1e-2):
 def test_a_few_steps_lower_the_loss(bpe, wordpiece, tmp_path, name, family, examples):
     tok = wordpiece if family == "bert" else bpe
     task, data = open_task(name, tok, model_cfg(family, tok), tmp_path, examples, batch_size=2)
-    cfg = dataclasses.replace(model_cfg(family, tok), **getattr(task, "model_overrides", dict)())
+    cfg = dataclasses.replace(model_cfg(family, tok, num_layers=1), **getattr(task, "model_overrides", dict)())
     torch.manual_seed(0)
     model = build_model(cfg, task.head)
     before = data.final_evaluation(model, CPU, "fp32")

@@ -44,6 +44,25 @@ DEFAULT_CHAT_TEMPLATE = (
 ROLES = ("system", "user", "assistant")
 
 
+def _generation_extension() -> type:
+    """``{% generation %}...{% endgeneration %}`` (which some published templates put around
+    assistant text for HF's ``return_assistant_tokens_mask``) rendered as its body: the
+    responses are found by rendering prefixes here, so the markers need no meaning."""
+    from jinja2.ext import Extension
+
+    class GenerationTags(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            from jinja2 import nodes
+
+            return nodes.Scope(body, lineno=lineno)
+
+    return GenerationTags
+
+
 class TemplateFailure(Exception):
     """``raise_exception(message)`` called by a template."""
 
@@ -94,7 +113,7 @@ class ChatTemplate:
 
         self.origin = origin
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                            extensions=[jinja2.ext.loopcontrols])
+                                            extensions=[jinja2.ext.loopcontrols, _generation_extension()])
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
