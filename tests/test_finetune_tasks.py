@@ -366,3 +366,32 @@ def test_a_few_steps_lower_the_loss(bpe, wordpiece, tmp_path, name, family, exam
         assert after["val_exact_match"] == 1.0
     if "classification" in name:
         assert after["val_macro_f1"] == 1.0
+
+
+# --------------------------------------------------------------------------- tokenizers as published
+
+
+def test_published_llama3_template_and_bert_framing(tmp_path):
+    """With a LLaMA-3-shaped tokenizer saved by transformers, an SFT chat row is the ids of
+    transformers' apply_chat_template, loss on the reply and its <|eot_id|> only; with a
+    BERT-shaped one, a classification input is [CLS] text [SEP]."""
+    transformers = pytest.importorskip("transformers")
+    from test_hf_real_checkpoints import MESSAGES, bert_like, llama3_like
+
+    from lmforge.tokenize import load_hf_tokenizer as load_tokenizer
+
+    directory = llama3_like(tmp_path / "llama3")
+    tok, hf_tok = load_tokenizer(directory), transformers.AutoTokenizer.from_pretrained(str(directory))
+    _, data = open_task("sft", tok, model_cfg("llama", tok), tmp_path, [{"messages": MESSAGES}], seq_len=64)
+    row = data.train_rows[0]
+    hf_ids = hf_tok.apply_chat_template(MESSAGES, tokenize=True)
+    hf_ids = hf_ids["input_ids"] if isinstance(hf_ids, dict) or hasattr(hf_ids, "keys") else hf_ids
+    assert row["inputs"] + [row["targets"][-1]] == list(hf_ids)
+    reply = [t for t in row["targets"] if t != -100]
+    assert tok.decode(reply, skip_special=False) == "Hi! How are you?<|eot_id|>"
+
+    directory = bert_like(tmp_path / "bert")
+    bert_tok = load_tokenizer(directory)
+    _, data = open_task("sequence_classification", bert_tok, model_cfg("bert", bert_tok), tmp_path, SENTIMENT)
+    cls, sep = bert_tok.token_to_id("[CLS]"), bert_tok.token_to_id("[SEP]")
+    assert data.train_rows[0]["inputs"] == [cls] + bert_tok.encode("good great") + [sep]
