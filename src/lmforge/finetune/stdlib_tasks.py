@@ -223,16 +223,19 @@ def sft_prompt(function_source: str) -> str:
 
 
 def functions_of(text: str, max_chars: int = 360) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
-    """``(dedented source, node)`` of every function or method of ``text`` whose source (the
-    ``def`` line to the end, decorators left out) has at most ``max_chars`` characters."""
+    """``(dedented source, node)`` of every function or method of ``text`` whose lines (the
+    ``def`` line to the end, decorators left out; a ``def`` always starts its line) hold at
+    most ``max_chars`` characters. (``ast.get_source_segment`` splits the whole text at each
+    call: quadratic on the stdlib's large files, so the lines are split once here.)"""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return
+    lines = text.splitlines(keepends=True)
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            segment = ast.get_source_segment(text, node, padded=True)
-            if segment and len(segment) <= max_chars:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+            segment = "".join(lines[node.lineno - 1:node.end_lineno]).rstrip()
+            if len(segment) <= max_chars:
                 yield textwrap.dedent(segment), node
 
 
