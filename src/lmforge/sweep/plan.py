@@ -22,13 +22,10 @@ TRIAL_CONFIG = "trial_config.yaml"
 @dataclass(frozen=True)
 class Plan:
     cfg: SweepConfig
+    command: Command  # resolved once: a worker process runs what the parent checked
     params: tuple[Param, ...]
     run_dir: Path  # absolute: workers and the storage URL do not depend on the working directory
     storage: str
-
-    @property
-    def command(self) -> Command:
-        return get_command(self.cfg.command)
 
     def trial_dir(self, number: int) -> Path:
         return self.run_dir / f"trial_{number:04d}"
@@ -74,7 +71,7 @@ def make_plan(cfg: SweepConfig) -> Plan:
     run_dir = Path(cfg.run_dir).absolute()
     storage = cfg.storage or f"sqlite:///{run_dir / 'study.db'}"
     params = parse_space(cls, cfg.space)
-    plan = Plan(cfg, tuple(params), run_dir, storage)
+    plan = Plan(cfg, command, tuple(params), run_dir, storage)
     try:
         plan.build({}, plan.trial_dir(0))
     except ConfigError as err:

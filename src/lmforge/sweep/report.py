@@ -110,7 +110,8 @@ def write_plot(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
         points = [(r["number"], r["value"]) for r in rows if r["state"] == state and r["value"] is not None
                   and math.isfinite(r["value"])]
         if points:
-            ax.scatter(*zip(*points), marker=marker, color=color, label=f"{state} ({len(points)})", zorder=3)
+            label = f"{state} ({len(points)})" + (": last periodic value" if state == "pruned" else "")
+            ax.scatter(*zip(*points), marker=marker, color=color, label=label, zorder=3)
     better = min if plan.cfg.direction == "minimize" else max
     best_x, best_y, best = [], [], None
     for r in rows:
@@ -125,10 +126,13 @@ def write_plot(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
     if failed:
         ax.plot(failed, [0.02] * len(failed), "v", color="tab:red", transform=ax.get_xaxis_transform(),
                 label=f"failed ({len(failed)})", clip_on=False)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(plan.cfg.metric + (" (lower is better)" if plan.cfg.direction == "minimize" else
                                      " (higher is better)"))
-    ax.set_title(f"sweep {plan.cfg.study_name}: {plan.cfg.command}, {len(rows)} trials")
+    ax.set_title(f"study {plan.cfg.study_name!r}: {plan.cfg.command}, {len(rows)} trials")
     ax.grid(alpha=0.3)
     if rows:
         ax.legend(fontsize=8)

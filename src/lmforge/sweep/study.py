@@ -49,12 +49,19 @@ def require_optuna() -> Any:
     return optuna
 
 
+_STORAGES: dict[str, Any] = {}
+
+
 def open_storage(url: str) -> Any:
-    """An RDB storage for ``url``; SQLite waits up to 60 s for a lock another worker holds."""
+    """An RDB storage for ``url`` (one per process and URL); SQLite waits up to 60 s for a lock
+    another worker holds."""
+    if url in _STORAGES:
+        return _STORAGES[url]
     optuna = require_optuna()
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _STORAGES[url]
     except Exception as err:  # a bad URL, a missing driver, an unreachable server: SQLAlchemy's many errors
         raise ConfigError(f"config key 'storage': cannot open {url!r}: {' '.join(str(err).split())[:300]}") from None
 
