@@ -342,6 +342,18 @@ def test_bert_model_without_head_takes_a_classifier(hf_dirs):
     assert {"head_dense.weight", "output.bias"} <= set(source.load_into(model_mlm).new)
 
 
+def test_convert_a_base_writes_the_pretraining_head_with_new_head_weights(hf_dirs, tmp_path):
+    out = import_hf(hf_dirs["bert_base"], tmp_path / "ckpt")
+    info = json.loads((out / "config.json").read_text())
+    assert info["head"]["name"] == "masked_lm" and info["imported_from"]["hf_class"] == "BertModel"
+    assert set(info["imported_from"]["new_weights"]) == {"head_dense.weight", "head_dense.bias", "head_norm.weight",
+                                                         "head_norm.bias", "output.bias"}  # output.weight: tied
+    model, tokenizer, _ = ckpt.load_checkpoint(out)
+    hf_model = _hf_fp32(transformers.BertModel, hf_dirs["bert_base"])
+    with torch.no_grad():
+        _close(model.hidden_states(_ids(tokenizer)), hf_model(_ids(tokenizer)).last_hidden_state)
+
+
 def test_lmforge_masked_lm_checkpoint_initialises_a_classifier(hf_dirs, tmp_path):
     """One head's checkpoint starts another head's run: MLM head dropped, pooler and classifier new."""
     out = import_hf(hf_dirs["bert_mlm"], tmp_path / "mlm")

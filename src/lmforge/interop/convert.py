@@ -4,16 +4,25 @@
   ``AutoTokenizer.from_pretrained(out_dir)`` load: config.json, generation_config.json,
   model.safetensors (written by ``save_pretrained``, so tied weights and naming are exactly
   what HF expects), tokenizer.json, tokenizer_config.json and special_tokens_map.json.
-  Only tokenizers backed by HF ``tokenizers`` (byte_bpe, wordpiece, word, char) export;
+  Only tokenizers backed by HF ``tokenizers`` (byte_bpe, wordpiece, word, char, and an
+  imported "pretrained" one, written back with its tokenizer_config.json and chat template) export;
   SentencePiece kinds raise ConfigError (their HF classes handle whitespace differently
   from our settings, so ids would not match).
 - ``import_hf(hf_dir, out_dir)`` reads config.json and model.safetensors (single file or
-  sharded with model.safetensors.index.json), checks every tensor's name and shape, and
+  sharded with model.safetensors.index.json; bf16/fp16 weights become fp32, the saved dtype is
+  recorded in ``imported_from.source_dtype``), checks every tensor's name and shape, and
   writes a checkpoint in our layout without ``trainer_state.pt`` (``load_checkpoint``,
-  ``evaluate`` and ``generate`` accept it). Our tokenizer format needs the five lmforge
-  special tokens (``<s> <pad> </s> <unk> <mask>``), so the HF ``tokenizer.json`` is used
-  only if it has all five (an lmforge export does); otherwise pass ``tokenizer_dir`` with an
-  lmforge tokenizer for the model's vocabulary. A checkpoint never lacks a tokenizer.
+  ``evaluate`` and ``generate`` accept it). The tokenizer is the directory's own
+  (`read_hf_tokenizer`): an lmforge export's tokenizer.json keeps its lmforge kind; any other
+  (GPT-2's, LLaMA-3's, BERT's, T5's) is kept as published, kind "pretrained", its special
+  tokens mapped to roles and its chat template kept (``tokenizer_dir`` overrides it). A
+  tokenizer with more ids than config.json has embeddings is one CheckpointError.
+- A model saved without a head (``BertModel``, ``LlamaModel``, ``GPT2Model``,
+  ``T5EncoderModel``...: ``HFMapping.bases``) reads as head ``hf.BASE_HEAD`` ("base"): its
+  trunk weights only. ``train.init_from`` puts any head of the family on it
+  (`lmforge.train.init_from.load_partial`); ``import_hf`` writes the family's pretraining
+  head with the missing head tensors freshly initialised (listed in
+  ``imported_from.new_weights``).
 
 What a family needs beyond its weights and config is asked of its `HFMapping`
 (``lmforge.interop.hf``; ``Family.hf``): T5 adds its span-corruption sentinels to the exported
