@@ -57,4 +57,4 @@ def test_data_steps_and_tasks_share_it():
     steps = registered_steps()
     assert {"clean", "gopher_quality", "minhash_dedup", "pii"} <= set(steps) and list(steps) == sorted(steps)
     assert steps["minhash_dedup"].cls.name == "minhash_dedup"
-    assert list(registered_tasks()) == ["causal_lm", "masked_lm", "span_corruption"]
+    assert list(registered_tasks()) == ["causal_lm", "masked_lm", "seq2seq", "sequence_classification", "sft", "span_corruption", "token_classification"]

@@ -38,9 +38,9 @@ def test_masked_lm_batch_depends_only_on_its_seed():
     assert torch.equal(a["inputs"][~labelled], windows[~labelled])  # unselected tokens untouched
 
 
-def test_the_three_pretraining_tasks_are_registered_with_their_options():
+def test_the_pretraining_and_fine_tuning_tasks_are_registered_with_their_options():
     tasks = registered_tasks()
-    assert list(tasks) == ["causal_lm", "masked_lm", "span_corruption"]
+    assert list(tasks) == ["causal_lm", "masked_lm", "seq2seq", "sequence_classification", "sft", "span_corruption", "token_classification"]
     assert tasks["span_corruption"].cls.extra_vocab == SpanCorruptionTask.NUM_SENTINELS == 100
     assert tasks["causal_lm"].cls.extra_vocab == tasks["masked_lm"].cls.extra_vocab == 0
     context = TaskContext(FakeTokenizer(), ModelConfig(family="bert", vocab_size=FakeTokenizer.vocab_size))
