@@ -14,6 +14,9 @@ class FakeTokenizer:
     bos_id, pad_id, eos_id, unk_id, mask_id = 0, 1, 2, 3, 4
     vocab_size = 50
 
+    def require_id(self, role: str, needed_for: str) -> int:
+        return getattr(self, f"{role}_id")
+
 
 TOKENS = np.arange(5, 45, dtype=np.uint16).repeat(3)  # 120 ordinary tokens
 
@@ -61,7 +64,7 @@ def test_the_pretraining_and_fine_tuning_tasks_are_registered_with_their_options
                                                   "number >= 1, got 0.5"),
     ("causal_lm", [1], "config key 'task.options': expected a mapping of causal_lm options, got [1]"),
     ("next_sentence", {}, "config key 'task.name': unknown task 'next_sentence'; choose one of causal_lm, "
-                          "masked_lm, span_corruption"),
+                          "masked_lm, seq2seq, sequence_classification, sft, span_corruption, token_classification"),
 ])
 def test_bad_task_names_and_options_are_one_line_naming_the_key(name, options, message):
     context = TaskContext(FakeTokenizer(), ModelConfig(vocab_size=FakeTokenizer.vocab_size + 100))
