@@ -35,7 +35,8 @@ CORPUS = ["The quick brown fox jumps over the lazy dog.", "Hello, world! How are
           "def f(x):\n    return x * 2\n", "Machine learning models learn from data.",
           "A user asks a question and the assistant answers it politely."] * 20
 # Raw text: special-token strings in it stay text for lmforge (see tokenize/base.py), tested apart.
-SAMPLES = ["Hello world, the quick fox.", "  spaces\tand\nnewlines  ", "unseen wörds ünïcode 🙂", "def g(y): return y"]
+SAMPLES = ["Hello world, the quick fox.", "  spaces\tand\nnewlines  ", "unseen wörds ünïcode 🙂",
+           "def g(y): return y"]
 # LLaMA-3's pre-tokenizer split (contractions, letters, 1-3 digits, punctuation, newlines, spaces).
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -77,7 +78,8 @@ def llama3_like(out: Path) -> Path:
         processors.ByteLevel(trim_offsets=False),
         processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
                                       special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                                                eos_token="<|eot_id|>")
     fast.chat_template = LLAMA3_TEMPLATE
     fast.save_pretrained(out)
     return out

@@ -84,4 +84,5 @@ FAMILY = register_family(Family(
     name="llama", summary="RoPE, RMSNorm, SwiGLU, grouped-query attention", blocks=BLOCKS, heads=CAUSAL_HEADS,
     build=transformer_builder(BLOCKS), default_task="causal_lm", presets=PRESETS, generation="causal",
     validate=check_one_stack, default_hidden_dim=swiglu_hidden_dim,
-    hf=rule_mapping("llama", "LlamaForCausalLM", hf_rules, config_to_hf, config_from_hf, bases={"LlamaModel": "model."})))
+    hf=rule_mapping("llama", "LlamaForCausalLM", hf_rules, config_to_hf, config_from_hf,
+                    bases={"LlamaModel": "model."})))
