@@ -12,6 +12,7 @@ from lmforge.train.tasks import (CausalLMTask, MaskedLMTask, SpanCorruptionTask,
 
 class FakeTokenizer:
     bos_id, pad_id, eos_id, unk_id, mask_id = 0, 1, 2, 3, 4
+    special_ids = frozenset(range(5))
     vocab_size = 50
 
     def require_id(self, role: str, needed_for: str) -> int:
