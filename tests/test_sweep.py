@@ -204,12 +204,31 @@ def test_a_metric_the_summary_lacks_stops_the_sweep_naming_what_it_has(tmp_path,
     assert len(fake) == 1  # the first trial told it; no more were run
 
 
-def test_maximize_picks_the_highest_value(tmp_path, fake):
-    cfg = sweep_config(tmp_path, {"optim.lr": {"choices": [0.01, 0.02, 0.03]}}, trials=4, direction="maximize",
+def test_the_report_table_best_config_and_plot(tmp_path, fake, capsys):
+    """direction maximize: the best trial is the one with the highest value; best_config.yaml is
+    the recipe + overrides + its values, loadable by `lmforge pretrain --config`."""
+    cfg = sweep_config(tmp_path, {"optim.lr": {"choices": [0.01, 0.02, 0.03]},
+                                  "model.num_layers": {"low": 1, "high": 3}}, trials=4, direction="maximize",
                        pruner={"name": "none"})
     summary = run_sweep(cfg)
-    values = [float(r["val_loss"]) for r in read_csv(tmp_path / "results.csv")]
-    assert summary["best_value"] == pytest.approx(max(values))
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(summary))
+    rows = read_csv(tmp_path / "results.csv")
+    assert list(rows[0]) == ["trial", "state", "val_loss", "optim.lr", "model.num_layers", "steps", "seconds", "error"]
+    assert [r["trial"] for r in rows] == ["0", "1", "2", "3"]
+    for row, lr in zip(rows, fake):  # the value is 1 + lr, lr the one the trial ran with
+        assert float(row["val_loss"]) == pytest.approx(1 + lr, rel=1e-5) and float(row["optim.lr"]) == lr
+    best = max(rows, key=lambda r: (float(r["val_loss"]), -int(r["trial"])))
+    assert summary["best_trial"] == int(best["trial"]) and summary["best_value"] == pytest.approx(1 + summary[
+        "best_params"]["optim.lr"])
+    loaded = C.load_config(C.PretrainConfig, tmp_path / "best_config.yaml")
+    assert loaded.optim.lr == summary["best_params"]["optim.lr"] == float(best["optim.lr"])
+    assert loaded.model.num_layers == summary["best_params"]["model.num_layers"] == int(best["model.num_layers"])
+    assert (loaded.train.max_steps, loaded.model.vocab_size) == (6, 256)  # the overrides
+    assert loaded.train.run_dir == str(tmp_path / "best")
+    md = (tmp_path / "results.md").read_text()
+    assert f"best: trial {best['trial']}, val_loss {float(best['val_loss']):.4f}" in md
+    assert md.count("| complete |") == 4
+    assert (tmp_path / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # --------------------------------------------------------------------------- resume
@@ -307,6 +326,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_a_pretrain_sweep_writes_results_best_config_and_plot(tiny_run, tmp_path, capsys, one_thread):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({

@@ -52,13 +52,31 @@ def require_optuna() -> Any:
 _STORAGES: dict[str, Any] = {}
 
 
+def _sqlite_connector(url: str) -> Any:
+    """Connections to a SQLite ``url`` in write-ahead-log mode with synchronous=NORMAL: readers do
+    not wait for the writer (parallel workers), and a commit is not an fsync (a study survives a
+    killed process; only a power cut may lose its last trials). Each waits up to 60 s for a lock."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database or ":memory:"
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(database, timeout=60, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    return connect
+
+
 def open_storage(url: str) -> Any:
-    """An RDB storage for ``url`` (one per process and URL); SQLite waits up to 60 s for a lock
-    another worker holds."""
+    """An RDB storage for ``url`` (one per process and URL); SQLite as ``_sqlite_connector`` says."""
     if url in _STORAGES:
         return _STORAGES[url]
     optuna = require_optuna()
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
+    kwargs = {"creator": _sqlite_connector(url)} if url.startswith("sqlite:") else {}
     try:
         _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         return _STORAGES[url]
