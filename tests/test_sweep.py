@@ -196,6 +196,15 @@ def test_when_no_trial_completes_the_report_is_written_and_the_sweep_fails(tmp_p
     assert not (tmp_path / "best_config.yaml").exists()
 
 
+def test_a_sweep_whose_first_trials_all_fail_alike_stops_after_three(tmp_path, fake):
+    cfg = sweep_config(tmp_path, {"optim.lr": {"choices": [FAILING_LR]}}, trials=8)
+    with pytest.raises(TrainingError, match=r"the study's first 3 trials all failed the same way, so the sweep stops "
+                                            r"\(rerun it once fixed\): training diverged \(simulated\)"):
+        run_sweep(cfg)
+    assert len(fake) == 3
+    assert [r["state"] for r in read_csv(tmp_path / "results.csv")] == ["failed"] * 3  # the report is written
+
+
 def test_a_metric_the_summary_lacks_stops_the_sweep_naming_what_it_has(tmp_path, fake):
     cfg = sweep_config(tmp_path, {"optim.lr": {"low": 0.01, "high": 0.1}}, trials=3, metric="val_acuracy")
     with pytest.raises(ConfigError, match=r"'metric': the fake summary has no number 'val_acuracy'; it has "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.errors import ConfigError, TrainingError
+from lmforge.errors import ConfigError, LmforgeError, TrainingError
 from lmforge.sweep.config import SweepConfig
 from lmforge.sweep.plan import make_plan
 from lmforge.sweep.report import write_report
@@ -38,10 +38,14 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
         print(f"study {cfg.study_name!r} in {plan.storage}: {done} of {cfg.trials} trials finished{note}; "
               f"running {missing}" + (f" in {workers} processes ({max(1, available_cores() // workers)} "
                                       "torch threads each)" if workers > 1 else ""), flush=True)
-        if workers > 1:
-            run_workers(plan, workers)
-        elif missing:
-            work(plan)
+        try:
+            if workers > 1:
+                run_workers(plan, workers)
+            elif missing:
+                work(plan)
+        except LmforgeError:
+            write_report(open_study(plan), plan)  # the trials so far, each failed one with its error
+            raise
         summary = write_report(open_study(plan), plan)
     finally:
         lock.release()

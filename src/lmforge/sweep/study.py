@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, TrainingError
 from lmforge.sweep.plan import Plan, flat
 from lmforge.sweep.trial import ERROR_ATTR, Outcome, run_trial
 
@@ -229,7 +229,27 @@ def work(plan: Plan, worker: int = 0, threads: Optional[int] = None) -> int:
         print(_describe(plan, trial, outcome, time.perf_counter() - start), flush=True)
         if outcome.fatal:
             raise ConfigError(outcome.error)
+        if outcome.state == "failed":
+            _stop_if_every_trial_fails(study, outcome.error)
     return ran
+
+
+SAME_FAILURES = 3
+
+
+def _stop_if_every_trial_fails(study: Any, error: str) -> None:
+    """Stop once the study's first ``SAME_FAILURES`` trials have all failed with one message and
+    none has gone better: a missing shards directory or a bad recipe fails every trial alike,
+    and running the rest only repeats it."""
+    from optuna.trial import TrialState
+
+    interrupted = set(study.user_attrs.get(INTERRUPTED_ATTR, []))
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number not in interrupted
+              and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    if len(trials) >= SAME_FAILURES and all(t.state == TrialState.FAIL and t.user_attrs.get(ERROR_ATTR) == error
+                                            for t in trials):
+        raise TrainingError(f"the study's first {len(trials)} trials all failed the same way, so the sweep stops "
+                            f"(rerun it once fixed): {error}")
 
 
 def available_cores() -> int:
