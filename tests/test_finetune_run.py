@@ -176,3 +176,54 @@ def test_a_lora_checkpoint_exports_as_a_peft_adapter_that_peft_loads_with_the_sa
     with torch.no_grad():
         theirs = peft_model(input_ids=TOKENS_BT).logits
     torch.testing.assert_close(theirs, _logits(ours, TOKENS_BT), rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def bert_source(tiny_run, tmp_path_factory):
+    """bert-tiny pretrained by masked LM for 6 steps: a base without a classifier."""
+    run = tmp_path_factory.mktemp("bert") / "run"
+    pretrain(tiny_pretrain_config(tiny_run, run, max_steps=6, **{"model.preset": "bert-tiny"}))
+    return run
+
+
+def _labelled(path, count, seed):
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.choice(["digits", "letters"])
+        alphabet = "0123456789" if label == "digits" else "abcdefghij"
+        rows.append({"text": " ".join("".join(rng.choice(alphabet) for _ in range(3)) for _ in range(4)),
+                     "label": label})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("adapter", ["", "lora"])
+def test_a_classifier_on_a_masked_lm_base_learns_and_saves_its_labels(tiny_run, bert_source, tmp_path, adapter,
+                                                                       capsys):
+    """The MLM checkpoint's trunk loads, the classifier (and pooler) start fresh and train (beside the
+    adapter with LoRA: added to train_modules), and the checkpoint names the labels."""
+    options = {"train_path": _labelled(tmp_path / "train.jsonl", 64, 0), "val_path": _labelled(tmp_path / "val.jsonl", 32, 1)}
+    run = tmp_path / "cls"
+    summary = finetune(finetune_config(tiny_run, bert_source, run, **{
+        "task.name": "sequence_classification", "task.options": options, "train.max_steps": 24,
+        "train.batch_size": 8, "optim.lr": 1e-2, "adapter.name": adapter, "adapter.options": {"rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj", "out_proj", "in_proj"]}
+        if adapter else {}}))
+    assert "(new: [pooler (x2), classifier (x2)], dropped: [head_dense (x2), head_norm (x2), output (x2)])" in \
+        capsys.readouterr().err
+    info = ckpt.read_checkpoint_info(ckpt.latest_checkpoint(run))
+    assert info.head.name == "sequence_classification" and info.head.labels() == {0: "digits", 1: "letters"}
+    model, _, _ = ckpt.load_checkpoint(run)
+    assert type(model).__name__ == "BertForSequenceClassification"
+    if not adapter:
+        assert summary["val_accuracy"] >= 0.9  # the whole model adapts
+        return
+    # A 6-step MLM base is too weak for a frozen trunk to separate the classes in 24 steps (a linear
+    # probe stays at chance too), so here: the classifier was added to train_modules and trained.
+    assert set(info.adapters[0]["options"]["train_modules"]) == {"pooler", "classifier"}
+    assert summary["trainable_params"] < summary["num_params"] / 4
+    torch.manual_seed(0)  # train.seed: the set-up seeds just before it builds the model
+    fresh = type(model)(model.config)
+    assert not torch.equal(fresh.classifier.weight, model.classifier.weight)  # moved from its init
