@@ -227,3 +227,15 @@ def test_a_classifier_on_a_masked_lm_base_learns_and_saves_its_labels(tiny_run, 
     torch.manual_seed(0)  # train.seed: the set-up seeds just before it builds the model
     fresh = type(model)(model.config)
     assert not torch.equal(fresh.classifier.weight, model.classifier.weight)  # moved from its init
+
+
+@pytest.mark.parametrize("optimizer,precision", [("lamb", "bf16"), ("sgd", "fp32"), ("adam", "bf16")])
+def test_lora_fine_tuning_runs_with_every_optimiser_and_precision(tiny_run, source, tmp_path, optimizer, precision):
+    """The fine-tuning loop is pretraining's: its optimisers and autocast precisions apply to the
+    adapter's parameters as to a whole model (fp16 needs a GPU's grad scaler path: not on CPU)."""
+    summary = finetune(finetune_config(tiny_run, source, tmp_path / "ft", **{
+        "adapter.name": "lora", "optim.name": optimizer, "train.precision": precision, "train.max_steps": 3,
+        "optim.lr": 0.1 if optimizer == "sgd" else 1e-2}))
+    model, _, _ = ckpt.load_checkpoint(tmp_path / "ft")
+    lora_B = [p for n, p in model.named_parameters() if n.endswith("lora_B.weight")]
+    assert summary["precision"] == precision and lora_B and any(p.abs().sum() > 0 for p in lora_B)  # B left zero
