@@ -240,6 +240,15 @@ def test_the_report_table_best_config_and_plot(tmp_path, fake, capsys):
     assert (tmp_path / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_without_optuna_the_sweep_says_which_extra_to_install(tmp_path, fake, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    with pytest.raises(ConfigError, match=r"lmforge sweep needs Optuna: pip install 'lmforge\[finetune\]'"):
+        run_sweep(sweep_config(tmp_path, {"optim.lr": {"low": 0.01, "high": 0.1}}))
+    assert fake == []
+
+
 # --------------------------------------------------------------------------- resume
 
 
@@ -268,6 +277,10 @@ def test_a_rerun_with_another_space_or_base_config_is_refused(tmp_path, fake):
     changed.overrides["optim.weight_decay"] = 0.0
     with pytest.raises(ConfigError, match=r"was run with base.optim.weight_decay = 0.1, this sweep has 0.0"):
         run_sweep(changed)
+    # the recipe's own value of a searched key is never used: changing it is no change
+    changed = sweep_config(tmp_path, space, trials=2)
+    changed.overrides["optim.lr"] = 0.5
+    run_sweep(changed)
     # another study name in the same storage is a new study
     run_sweep(sweep_config(tmp_path, {"optim.lr": {"low": 0.01, "high": 0.2}}, trials=1, study_name="wider"))
     assert len(fake) == 3

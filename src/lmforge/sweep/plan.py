@@ -41,10 +41,11 @@ class Plan:
 
     def signature(self) -> dict[str, Any]:
         """What makes two runs of a sweep the same study: command, metric, direction, space and
-        the base config (recipe + overrides, run_dir aside). Stored with the study; a rerun that
+        the base config (recipe + overrides, without run_dir and the searched keys). Stored with the study; a rerun that
         differs is refused (`study.check_signature`)."""
         base = flat(config_to_dict(self.build({}, self.trial_dir(0))))
-        base.pop("train.run_dir", None)
+        for key in ("train.run_dir", *(p.key for p in self.params)):  # set per trial: the recipe's value is unused
+            base.pop(key, None)
         signature = {"command": self.cfg.command, "metric": self.cfg.metric, "direction": self.cfg.direction,
                      "space": {p.key: p.as_dict() for p in self.params}, "base": base}
         return json.loads(json.dumps(signature))  # as the storage gives it back (tuples are lists)
