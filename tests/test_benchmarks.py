@@ -228,3 +228,18 @@ def test_data_scaling_prints_the_speedup_of_identical_outputs():
     assert status == 0
     first, second = summary["rows"]
     assert second["identical_output"] and second["speedup"] == round(second["docs_per_s"] / first["docs_per_s"], 2)
+
+
+# --------------------------------------------------------------------------- finetune_memory
+
+
+@pytest.mark.slow
+def test_finetune_memory_prints_the_lora_over_peft_ratio_when_step0_losses_agree():
+    status, lines, summary = run("finetune_memory.py", "--quick", "--configs", "lora,peft")
+    assert status == 0 and summary["equal_outputs"] is True
+    lora, peft = summary["configs"]["lora"], summary["configs"]["peft"]
+    assert abs(lora["step0_loss"] - peft["step0_loss"]) <= FP32_TOLERANCE * abs(lora["step0_loss"])
+    # per layer: q_proj A 8x64 + B 64x8, v_proj A 8x64 + B 32x8 (llama-tiny: 2 layers, 2 of 4 kv heads)
+    assert lora["trainable"] == peft["trainable"] == 2 * (8 * 64 + 64 * 8 + 8 * 64 + 32 * 8)
+    assert summary["lora_tokens_per_s_vs_peft"] == pytest.approx(lora["tokens_per_s"] / peft["tokens_per_s"])
+    assert f"LoRA tokens/s vs peft: {summary['lora_tokens_per_s_vs_peft']:.2f}x (target >= 1.0)" in lines
