@@ -76,8 +76,8 @@ def prepare(root: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text())
     tokenizer_dir = root / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file() and not any(tokenizer_dir.glob("*")):
-        step("training the byte-level BPE tokenizer (4096) on the general train documents")
-        train_tokenizer_on_documents(C.TokenizerConfig(kind="byte_bpe", vocab_size=4096, out_dir=str(tokenizer_dir),
+        step("training the byte-level BPE tokenizer (2048) on the general train documents")
+        train_tokenizer_on_documents(C.TokenizerConfig(kind="byte_bpe", vocab_size=2048, out_dir=str(tokenizer_dir),
                                                        input=str(root / "data/documents/general/train.jsonl")))
     for corpus in ("general", "domain"):
         out = root / "shards" / corpus

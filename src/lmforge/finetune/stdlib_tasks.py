@@ -298,12 +298,14 @@ def pydoc_topics(text: str) -> dict[str, str]:
     return {}
 
 
-def build_domain_split(files: Sequence[SourceFile], seed: int = 0,
-                       val_fraction: float = 0.2) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def build_domain_split(files: Sequence[SourceFile], seed: int = 0, val_fraction: float = 0.2,
+                       max_general_val_bytes: int = 400_000) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``{"general": {"train", "val"}, "domain": {"train", "val"}}`` of prepared documents
     ``{"id", "text", "meta"}``. General: one document per stdlib file except ``DOMAIN_FILE``,
-    split by file like every task here. Domain: one document per pydoc topic (English
-    reference text), split by the hash of the topic name."""
+    split by file like every task here; general val is a seeded sample of the val files of at
+    most ``max_general_val_bytes`` (0 = all; a training run measures its whole val split at
+    the end), the other val files are left out (never in train). Domain: one document per
+    pydoc topic (English reference text), split by the hash of the topic name."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {"general": {"train": [], "val": []},
                                                          "domain": {"train": [], "val": []}}
     for rel, text in files:
@@ -316,6 +318,13 @@ def build_domain_split(files: Sequence[SourceFile], seed: int = 0,
             continue
         out["general"][_split_of(rel, seed, val_fraction)].append(
             {"id": rel, "text": text, "meta": {"source": "stdlib"}})
+    if max_general_val_bytes:
+        kept, size = [], 0
+        for doc in _take(out["general"]["val"], len(out["general"]["val"]), random.Random(f"{seed}-general-val")):
+            if size + len(doc["text"].encode()) <= max_general_val_bytes:
+                kept.append(doc)
+                size += len(doc["text"].encode())
+        out["general"]["val"] = sorted(kept, key=lambda d: d["id"])
     return out
 
 
