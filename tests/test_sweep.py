@@ -21,7 +21,6 @@ from lmforge.sweep import SweepConfig
 from lmforge.sweep.commands import COMMANDS, Command
 from lmforge.sweep.plan import make_plan
 from lmforge.sweep.run import run_sweep
-from lmforge.sweep.space import Param
 
 optuna = pytest.importorskip("optuna")
 

@@ -8,8 +8,8 @@ from lmforge.errors import ConfigError, LmforgeError, TrainingError
 from lmforge.sweep.config import SweepConfig
 from lmforge.sweep.plan import make_plan
 from lmforge.sweep.report import write_report
-from lmforge.sweep.study import (available_cores, check_signature, counts, finished, mark_interrupted,
-                                 open_study, require_optuna, run_workers, work)
+from lmforge.sweep.study import (available_cores, check_signature, finished, mark_interrupted, open_study,
+                                 require_optuna, run_workers, work)
 
 
 def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
@@ -54,5 +54,3 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
                             f"{summary['trials']['failed']} failed): see the errors in {summary['results']}")
     return summary
 
-
-__all__ = ["run_sweep", "counts"]
