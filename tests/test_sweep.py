@@ -380,3 +380,39 @@ def test_a_pretrain_sweep_writes_results_best_config_and_plot(tiny_run, tmp_path
     md = (out / "results.md").read_text()
     assert f"best: trial {best['trial']}" in md and md.count("| complete |") == 3
     assert (out / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_finetune_sweep_searches_adapter_options(tiny_run, tmp_path, one_thread):
+    """Command finetune: a key under the adapter's options mapping (LoRA rank, int from its bounds)."""
+    from lmforge.train.loop import pretrain
+
+    pretrained = tmp_path / "pretrained"
+    pretrain(C.load_config(C.PretrainConfig, None, {
+        "model.preset": "llama-tiny", "model.dim": 32, "model.max_seq_len": 16, "model.vocab_size": 0,
+        "train.shards_dir": str(tiny_run["shards"]), "train.tokenizer_dir": str(tiny_run["tokenizer"]),
+        "train.run_dir": str(pretrained), "train.seq_len": 16, "train.batch_size": 2, "train.max_steps": 2,
+        "train.device": "cpu"}))
+    cfg = C.load_config(SweepConfig, None, {
+        "command": "finetune", "run_dir": str(tmp_path / "sweep"), "trials": 3, "pruner": {"name": "none"},
+        "overrides": {"train.init_from": str(pretrained), "train.shards_dir": str(tiny_run["shards"]),
+                      "train.seq_len": 16, "train.batch_size": 2, "train.max_steps": 4, "train.eval_interval": 2,
+                      "train.eval_batches": 1, "train.device": "cpu", "adapter.name": "lora"},
+        "space": {"adapter.options.rank": {"low": 2, "high": 8}}})
+    summary = run_sweep(cfg)
+    assert summary["trials"] == {"complete": 3, "pruned": 0, "failed": 0}
+    for row in read_csv(tmp_path / "sweep" / "results.csv"):
+        ran = C.load_config(C.FinetuneConfig, tmp_path / "sweep" / f"trial_{int(row['trial']):04d}" / "config.yaml")
+        assert ran.adapter.name == "lora" and ran.adapter.options["rank"] == int(row["adapter.options.rank"])
+        assert 2 <= ran.adapter.options["rank"] <= 8
+    best = C.load_config(C.FinetuneConfig, tmp_path / "sweep" / "best_config.yaml")
+    assert best.adapter.options == {"rank": summary["best_params"]["adapter.options.rank"]}
+    assert best.train.init_from == str(pretrained)
+
+
+def test_a_finetune_sweep_without_init_from_is_refused_before_any_trial(tmp_path):
+    cfg = C.load_config(SweepConfig, None, {"command": "finetune", "run_dir": str(tmp_path),
+                                            "space": {"adapter.options.rank": {"low": 2, "high": 8}}})
+    with pytest.raises(ConfigError, match=r"the sweep's base config \(overrides\) is refused: config key "
+                                          r"'train.init_from': fine-tuning starts from a pretrained model"):
+        make_plan(cfg)

@@ -33,6 +33,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "pretrain": Command("lmforge.config:PretrainConfig", "lmforge.train.loop:pretrain"),
+    "finetune": Command("lmforge.config:FinetuneConfig", "lmforge.finetune.run:finetune"),
 }
 
 
