@@ -130,6 +130,18 @@ def test_space_types_follow_the_config_fields(tmp_path, fake):
     assert layers.suggest(trial) == 3
 
 
+def test_the_sweep_quickstart_recipe_loads_and_its_space_checks(monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)  # its recipe path is relative to the repository
+    cfg = C.load_config(SweepConfig, root / "configs" / "sweep-quickstart.yaml")
+    plan = make_plan(cfg)
+    assert [(p.key, p.kind, p.log) for p in plan.params] == [("optim.lr", "float", True),
+                                                            ("optim.warmup_steps", "int", False)]
+    base = plan.build({}, plan.trial_dir(0))
+    assert (base.model.dim, base.train.max_steps, base.train.eval_interval) == (64, 40, 10)
+    assert base.train.eval_interval < base.train.max_steps  # the pruner sees intermediate values
+
+
 def test_a_key_both_searched_and_fixed_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"'space.optim.lr' is also set in overrides"):
         C.load_config(SweepConfig, None, {"space": {"optim.lr": {"low": 1e-4, "high": 1e-2}},
