@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from lmforge import config as C
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.sweep.config import SweepConfig
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ def _run_finetune(cfg: C.FinetuneConfig) -> None:
                             if key.startswith("val_") and key != "val_tokens" and isinstance(value, float))
         merged = f"; merged {summary['merged_checkpoint']}" if "merged_checkpoint" in summary else ""
         print(f"{figures}; {summary['tokens_per_second']:,.0f} tokens/s; checkpoint {summary['checkpoint']}{merged}")
+
+
+def _run_sweep(cfg: SweepConfig) -> None:
+    from lmforge.sweep.run import run_sweep
+
+    run_sweep(cfg)  # a line per trial, the results table, then the summary as one JSON line
 
 
 def _run_evaluate(cfg: C.EvaluateConfig) -> None:
@@ -209,6 +216,10 @@ VERBS: dict[str, Verb] = {
     "generate": Verb(C.GenerateConfig, _run_generate, "sample text from a checkpoint", positional="checkpoint"),
     "convert": Verb(C.ConvertConfig, _run_convert, "export a checkpoint to HF format, or import an HF model",
                     positional="source"),
+    "sweep": Verb(SweepConfig, _run_sweep,
+                  "hyperparameter search (Optuna) over any config fields of pretrain or finetune: ranges, log "
+                  "scale, choices; pruning, parallel trials, resume from SQLite; table, best config, plot",
+                  positional="config"),
     "quickstart": Verb(C.QuickstartConfig, _run_quickstart,
                        "prepare -> tokenizer -> encode -> pretrain -> evaluate -> generate on the stdlib"),
 }

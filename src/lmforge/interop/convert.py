@@ -20,7 +20,7 @@
 - A model saved without a head (``BertModel``, ``LlamaModel``, ``GPT2Model``,
   ``T5EncoderModel``...: ``HFMapping.bases``) reads as head ``hf.BASE_HEAD`` ("base"): its
   trunk weights only. ``train.init_from`` puts any head of the family on it
-  (`lmforge.train.init_from.load_partial`); ``import_hf`` writes the family's pretraining
+  (`lmforge.models.partial_load.load_partial`); ``import_hf`` writes the family's pretraining
   head with the missing head tensors freshly initialised (listed in
   ``imported_from.new_weights``).
 
@@ -535,7 +535,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path, overwrite: bool = False,
     were). A model saved without a head becomes the family's pretraining head (``heads[0]``)
     with the head tensors it lacks freshly initialised (seed 0), listed in
     ``imported_from.new_weights``: fine-tune it, don't sample from it."""
-    from lmforge.train.init_from import load_partial
+    from lmforge.models.partial_load import load_partial
 
     hf_dir = Path(hf_dir)
     source = read_hf_source(hf_dir)

@@ -29,6 +29,7 @@ model family registry) and loads what is declared. Checkpoints of the first form
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -49,6 +50,9 @@ FORMAT = "lmforge-checkpoint-v2"
 V1_FORMAT = "lmforge-checkpoint-v1"
 MODEL_FILE = "model.safetensors"
 ADAPTER_FILE = "adapter.safetensors"  # an adapter checkpoint's weights (adapter + fully trained modules only)
+# Applies an adapter checkpoint (base, adapter, weights). Found by name: it builds on this module
+# (the base is read through train.init_from), so importing it here would make a cycle.
+ADAPTER_LOADER = "lmforge.finetune.adapter_checkpoint"
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.pt"
 TOKENIZER_DIR = "tokenizer"
@@ -527,28 +531,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"checkpoint '{ckpt_dir}' declares {'adapters but no base' if info.adapters else 'a base but no adapters'} "
                               f"in its {CONFIG_FILE}: an adapter checkpoint names both; use another checkpoint")
     if info.adapters:
-        _load_adapter_checkpoint(model, ckpt_dir, info)
+        importlib.import_module(ADAPTER_LOADER).load_adapter_checkpoint(model, ckpt_dir, info)
         return model.to(device).eval(), tokenizer, ckpt_dir
     names = _weight_names(ckpt_dir)
     if not weights_fit(model, names):
         _refuse_other_head(ckpt_dir, info, names)
     load_weights(model, ckpt_dir)
     return model.to(device).eval(), tokenizer, ckpt_dir
-
-
-def _load_adapter_checkpoint(model: torch.nn.Module, ckpt_dir: Path, info: CheckpointInfo) -> None:
-    """Base weights from ``info.base['path']`` (checked against the fingerprint saved), then the adapter
-    applied and its weights loaded."""
-    from lmforge.config import AdapterConfig, build_config
-    from lmforge.finetune.adapters import check_base_fingerprint
-    from lmforge.train.setup import apply_adapter_config, read_base_source
-
-    if len(info.adapters) != 1:
-        raise CheckpointError(f"checkpoint '{ckpt_dir}' stacks {len(info.adapters)} adapters; this version applies one")
-    base_path = str(info.base.get("path", ""))
-    read_base_source(base_path, ckpt_dir).load_into(model)
-    adapter = build_config(AdapterConfig, {"name": info.adapters[0].get("name", ""),
-                                           "options": info.adapters[0].get("options", {})})
-    apply_adapter_config(model, adapter)
-    check_base_fingerprint(model, info.base.get("fingerprint"), f"adapter checkpoint '{ckpt_dir}' (base '{base_path}')")
-    load_adapter_weights(model, ckpt_dir)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 
 from lmforge.config import AdapterConfig, ModelConfig, PretrainConfig, TaskConfig, TrainConfig
-from lmforge.errors import CheckpointError, ConfigError
+from lmforge.errors import ConfigError
 from lmforge.train.init_from import InitSource, read_init_source, source_model_config
 from lmforge.train.parallel import World, resolve_device, wrap_data_parallel
 from lmforge.train.tasks import (Task, TaskContext, TaskData, TaskSpec, default_task, options_dict, task_options,
@@ -119,17 +119,6 @@ def run_tokenizer(train: TrainConfig) -> Any:
     from lmforge.train.init_from import source_tokenizer
 
     return source_tokenizer(train.init_from)
-
-
-def read_base_source(path: str, adapter_checkpoint: Path) -> InitSource:
-    """The base an adapter checkpoint names (with its own tokenizer); one CheckpointError line
-    when it is gone."""
-    from lmforge.train.init_from import source_tokenizer
-
-    if not path or not Path(path).is_dir():
-        raise CheckpointError(f"adapter checkpoint '{adapter_checkpoint}' applies to the base '{path}', which is "
-                              "not there: put the base model back at that path (or edit base.path in its config.json)")
-    return read_init_source(path, source_tokenizer(path), path)
 
 
 def apply_task_overrides(model_cfg: ModelConfig, task: Task) -> ModelConfig:
