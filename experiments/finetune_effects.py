@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 EFFECTS = ("transfer", "domain", "lora", "llrd", "sft")
 GENERAL_EVAL_TOKENS = 131_072  # general val perplexity over its first 128k tokens (whole documents)
+SMOKE: dict[str, Any] = {}  # --smoke: every run 2 steps, 4 generation prompts (checks the script, no figures)
 
 
 # ----------------------------------------------------------------------------- data and bases
@@ -121,7 +122,7 @@ def run_training(name: str, kind: str, tree: dict[str, Any], root: Path, run_dir
     """Train ``tree`` (a pretrain or finetune config as a mapping) in a child process, or reuse
     the result of the same config. Returns the child's record: summary, peak and after-import
     ``ru_maxrss`` in MiB, wall seconds, the run directory and the config."""
-    tree = rooted(tree, root)
+    tree = rooted(with_overrides(tree, SMOKE), root)
     key = hashlib.sha256(json.dumps([kind, tree], sort_keys=True).encode()).hexdigest()[:10]
     run_dir = run_dir or root / "runs" / f"{name}-{key}"
     tree = with_overrides(tree, {"train.run_dir": str(run_dir)})
@@ -179,6 +180,7 @@ def perplexity(checkpoint: str, shards: Path, max_tokens: int = 0) -> dict[str, 
     from lmforge import config as C
     from lmforge.evaluate import evaluate
 
+    max_tokens = 4096 if SMOKE else max_tokens
     result = evaluate(C.EvaluateConfig(checkpoint=checkpoint, data=str(shards), split="val", seq_len=256,
                                        batch_size=8, max_tokens=max_tokens, device="cpu"))
     return {"perplexity": result["perplexity"], "loss": result["loss"], "tokens": result["tokens"]}
@@ -196,6 +198,7 @@ def format_following(checkpoint: str, val_path: Path, max_new_tokens: int = 48) 
 
     model, tokenizer, _ = load_checkpoint(checkpoint, torch.device("cpu"))
     examples = [json.loads(line) for line in val_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    examples = examples[:4] if SMOKE else examples
     counts = {"valid": 0, "name": 0, "exact": 0}
     samples = []
     for example in examples:
@@ -346,12 +349,15 @@ def main() -> None:
     parser.add_argument("--root", default="runs/finetune-effects")
     parser.add_argument("--effects", default=",".join(EFFECTS), help=f"comma-separated subset of {EFFECTS}")
     parser.add_argument("--fresh", action="store_true", help="delete ROOT/runs and the bases first")
+    parser.add_argument("--smoke", action="store_true", help="2 steps per run: check the script end to end")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
     root = Path(args.root)
+    if args.smoke:
+        SMOKE.update({"train.max_steps": 2, "train.eval_interval": 0, "train.eval_batches": 1})
     effects = [e for e in args.effects.split(",") if e]
     unknown = set(effects) - set(EFFECTS)
     if unknown:
