@@ -83,11 +83,16 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _reset_peak() -> bool:
+def _trim() -> None:
+    """Hand memory freed so far back to the OS (glibc), so the resident set is what is in use."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
+    except (OSError, AttributeError):
         pass
+
+
+def _reset_peak() -> bool:
+    _trim()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -171,6 +176,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     model, loss_of, params = _setup(args.child, args.preset, args.batch_size, args.seq_len, args.rank,
                                     args.perturb_peer)
     gc.collect()
+    _trim()
     model_kib = _status_kib("VmRSS")
     reset = _reset_peak()
     losses, times = _train(loss_of, params, args.steps + 1)
