@@ -136,3 +136,21 @@ def test_training_with_and_without_the_fused_loss_takes_the_same_steps(tiny_run,
     pretrain(tiny_pretrain_config(tiny_run, tmp_path / "plain", max_steps=4,
                                   **{"task.options": {"fused_loss": False}}))
     assert losses(tmp_path / "fused") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5)
+
+
+@pytest.mark.parametrize("frozen", ["weight", "hidden"])
+def test_a_frozen_input_gets_no_gradient_and_the_other_the_same_one(frozen):
+    """LoRA freezes the head: the fused path then computes only the hidden states' gradient
+    (and, with frozen hidden states, only the weight's), equal to the full-logits path's."""
+    torch.manual_seed(0)
+    h_ND, w_VD = torch.randn(12, 8), torch.randn(20, 8)
+    targets_N = torch.randint(0, 20, (12,))
+    fused = [h_ND.clone().requires_grad_(frozen != "hidden"), w_VD.clone().requires_grad_(frozen != "weight")]
+    plain = [h_ND.clone().requires_grad_(frozen != "hidden"), w_VD.clone().requires_grad_(frozen != "weight")]
+    linear_cross_entropy(fused[0], fused[1], targets_N, max_chunk_elements=40).backward()
+    causal_lm_loss((plain[0] @ plain[1].t())[None], targets_N[None]).backward()
+    for ours, reference in zip(fused, plain):
+        if reference.grad is None:
+            assert ours.grad is None
+        else:
+            torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-6)

@@ -62,8 +62,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # forward runs with grad mode off, so the caller's mode comes in as `grad_enabled`
         needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         acc = torch.promote_types(h_ND.dtype, torch.float32)  # fp32 at least (fp64 stays fp64)
-        grad_h_ND = torch.empty(h_ND.shape, dtype=acc, device=h_ND.device) if needs_grad else None
-        grad_w_VD = torch.zeros(weight_VD.shape, dtype=acc, device=weight_VD.device) if needs_grad else None
+        # A frozen head (LoRA, QLoRA, optim.freeze) needs no V x D weight gradient: neither its
+        # buffer nor its matmul (~0.1 GB and a head-sized product per step at 135M parameters).
+        grad_h_ND = (torch.empty(h_ND.shape, dtype=acc, device=h_ND.device)
+                     if needs_grad and ctx.needs_input_grad[0] else None)
+        grad_w_VD = (torch.zeros(weight_VD.shape, dtype=acc, device=weight_VD.device)
+                     if needs_grad and ctx.needs_input_grad[1] else None)
         total = torch.zeros((), dtype=acc, device=h_ND.device)
         rows = _chunk_rows(N, V, max_chunk_elements)
         for start in range(0, N, rows):
@@ -81,8 +85,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_CV[torch.arange(end - start, device=grad_CV.device), safe_targets_N[start:end]] -= 1.0
             grad_CV.mul_((valid_C.float() / count)[:, None])
             grad_in = grad_CV.to(h_CD.dtype)  # under autocast the products then cast as the forward's did
-            grad_h_ND[start:end] = grad_in @ weight_VD
-            grad_w_VD += grad_in.t() @ h_CD
+            if grad_h_ND is not None:
+                grad_h_ND[start:end] = grad_in @ weight_VD
+            if grad_w_VD is not None:
+                grad_w_VD += grad_in.t() @ h_CD
         if needs_grad:
             ctx.save_for_backward(grad_h_ND, grad_w_VD)
         ctx.input_dtypes = (h_ND.dtype, weight_VD.dtype)
