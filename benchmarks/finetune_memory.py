@@ -35,6 +35,7 @@ Targets (issue 12): LoRA peak at most 0.6x full, QLoRA at most 0.35x, LoRA token
 
     python benchmarks/finetune_memory.py                   # llama-135m, batch 2 x 128: ~3 minutes on 2 cores
     python benchmarks/finetune_memory.py --quick           # llama-tiny: a smoke test, seconds
+    python benchmarks/finetune_memory.py --rounds 3        # interleaved repeats: medians on a noisy machine
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after 1 warm-up)")
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every configuration this many times, interleaved (full, lora, qlora, peft, full, "
+                             "...); the table shows each one's median tokens/s and peak")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     parser.add_argument("--quick", action="store_true", help="llama-tiny, batch 2 x 16, 1 step: a smoke test")
     parser.add_argument("--perturb-peer", action="store_true",
@@ -191,6 +195,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent
 
 
+def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's runs as one row: the median tokens/s and peak, each run's tokens/s kept."""
+    row = dict(results[0])
+    row["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in results)
+    row["peak_mib"] = statistics.median(r["peak_mib"] for r in results)
+    row["tokens_per_s_runs"] = [r["tokens_per_s"] for r in results]
+    return row
+
+
 def run_child(config: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", config, "--preset", args.preset, "--batch-size",
                str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--rank", str(args.rank)]
@@ -217,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"finetune_memory: {args.preset}, batch {args.batch_size} x {args.seq_len}, {args.steps} timed steps, "
           f"LoRA rank {args.rank} on q_proj,v_proj, fp32; {cpu_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)
-    rows = {config: run_child(config, args) for config in configs}
+    runs: dict[str, list[dict[str, Any]]] = {config: [] for config in configs}
+    for _ in range(max(args.rounds, 1)):  # interleaved, so a load change hits every configuration alike
+        for config in configs:
+            runs[config].append(run_child(config, args))
+    rows = {config: median_run(results) for config, results in runs.items()}
     full = rows.get("full")
     verdicts = {}
     for config in ("lora", "peft"):
@@ -248,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(row["peak_reset"] for row in rows.values()):
         print("note: /proc/self/clear_refs not writable: peaks are ru_maxrss and include the model build")
     summary = {"preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
-               "rank": args.rank, "configs": rows, "lora_tokens_per_s_vs_peft": lora_vs_peft,
+               "rank": args.rank, "rounds": max(args.rounds, 1), "configs": rows, "lora_tokens_per_s_vs_peft": lora_vs_peft,
                "equal_outputs": equal}
     print(json.dumps(summary))
     return 0 if equal else 1
