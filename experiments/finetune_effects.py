@@ -123,7 +123,10 @@ def run_training(name: str, kind: str, tree: dict[str, Any], root: Path, run_dir
     the result of the same config. Returns the child's record: summary, peak and after-import
     ``ru_maxrss`` in MiB, wall seconds, the run directory and the config."""
     tree = rooted(with_overrides(tree, SMOKE), root)
-    key = hashlib.sha256(json.dumps([kind, tree], sort_keys=True).encode()).hexdigest()[:10]
+    # The starting model is part of the key: a retrained base (same path) gets new runs.
+    source = Path(tree.get("train", {}).get("init_from") or "/nonexistent") / "summary.json"
+    base = source.read_text() if source.is_file() else ""
+    key = hashlib.sha256(json.dumps([kind, tree, base], sort_keys=True).encode()).hexdigest()[:10]
     run_dir = run_dir or root / "runs" / f"{name}-{key}"
     tree = with_overrides(tree, {"train.run_dir": str(run_dir)})
     result_path = run_dir / "result.json"
@@ -237,28 +240,50 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
+def small_train_file(root: Path, task: str, per_label: int) -> str:
+    """The first ``per_label`` examples of each label of a classification train file (already
+    in a seeded order): the same task with little labelled data, where pretraining should count most."""
+    source = root / "data" / task / "train.jsonl"
+    target = root / "data" / task / f"train_{per_label}_per_label.jsonl"
+    if not target.is_file():
+        counts: dict[str, int] = {}
+        kept = []
+        for line in source.read_text(encoding="utf-8").splitlines():
+            label = json.loads(line)["label"]
+            if counts.get(label, 0) < per_label:
+                counts[label] = counts.get(label, 0) + 1
+                kept.append(line)
+        target.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return str(target).replace(str(root), "runs/finetune-effects", 1)
+
+
 def effect_transfer(root: Path, bert: dict) -> dict[str, Any]:
     recipe = load_recipe("finetune-transfer.yaml")
     scratch_model = base_model_fields(bert["run_dir"])
     results: dict[str, Any] = {}
     rows = []
-    for task in ("sequence_classification", "token_classification"):
-        tree = with_overrides(recipe, {"task.name": task,
-                                       "task.options.train_path": f"runs/finetune-effects/data/{task}/train.jsonl",
+    setups = [("sequence_classification", f"runs/finetune-effects/data/sequence_classification/train.jsonl"),
+              ("sequence_classification", small_train_file(root, "sequence_classification", 64)),
+              ("token_classification", "runs/finetune-effects/data/token_classification/train.jsonl")]
+    for task, train_path in setups:
+        num_train = sum(1 for line in (root / train_path.replace("runs/finetune-effects/", "", 1)).open() if line.strip())
+        name = f"{task}-{num_train}"
+        tree = with_overrides(recipe, {"task.name": task, "task.options.train_path": train_path,
                                        "task.options.val_path": f"runs/finetune-effects/data/{task}/val.jsonl"})
-        tuned = run_training(f"transfer-{task}-pretrained", "finetune", tree, root)
+        tuned = run_training(f"transfer-{name}-pretrained", "finetune", tree, root)
         scratch_tree = {k: v for k, v in tree.items() if k != "adapter"}
         scratch_tree = with_overrides(scratch_tree, {"train.init_from": "", "model": scratch_model,
                                                      "train.tokenizer_dir": "runs/finetune-effects/tokenizer"})
-        scratch = run_training(f"transfer-{task}-scratch", "pretrain", scratch_tree, root)
-        results[task] = {arm: {"val_accuracy": r["summary"]["val_accuracy"], "val_loss": r["summary"]["val_loss"],
-                               "steps": r["summary"]["steps"]} for arm, r in (("pretrained", tuned),
-                                                                              ("scratch", scratch))}
+        scratch = run_training(f"transfer-{name}-scratch", "pretrain", scratch_tree, root)
+        results[name] = {arm: {"val_accuracy": r["summary"]["val_accuracy"], "val_loss": r["summary"]["val_loss"],
+                               "val_macro_f1": r["summary"].get("val_macro_f1"), "steps": r["summary"]["steps"],
+                               "train_examples": num_train}
+                         for arm, r in (("pretrained", tuned), ("scratch", scratch))}
         for arm in ("pretrained", "scratch"):
-            rows.append([task, arm, results[task][arm]["steps"], results[task][arm]["val_accuracy"],
-                         results[task][arm]["val_loss"]])
+            r = results[name][arm]
+            rows.append([task, num_train, arm, r["steps"], r["val_accuracy"], r["val_loss"]])
     table("transfer: masked-LM-pretrained BERT vs the same BERT from scratch (same steps, data, seed)",
-          ["task", "start", "steps", "val accuracy", "val loss"], rows)
+          ["task", "train examples", "start", "steps", "val accuracy", "val loss"], rows)
     return results
 
 
