@@ -94,28 +94,19 @@ _BUILDERS: dict[str, Callable[[TokenizerConfig], tuple[HFBackend, Any]]] = {
 HF_KINDS = tuple(_BUILDERS)
 
 
-class HFTokenizer(Tokenizer):
-    """A Tokenizer over an HF ``tokenizers.Tokenizer`` (native file: ``tokenizer.json``)."""
+class BackendTokenizer(Tokenizer):
+    """What every Tokenizer over an HF ``tokenizers.Tokenizer`` shares: the backend calls
+    (`HFTokenizer` for the kinds lmforge trains, `PretrainedTokenizer` for published files)."""
 
     native_file = "tokenizer.json"
 
-    def __init__(self, kind: str, backend: HFBackend) -> None:
+    def _attach(self, backend: HFBackend) -> None:
         # Treat "<s>" etc. inside raw text as plain characters (see base.py). This flag is
         # not stored in tokenizer.json, so it is set on every construction, load and unpickle.
         backend.encode_special_tokens = True
         self._backend = backend
         # encode_batch_fast (tokenizers >= 0.21) skips computing offsets we never use.
         self._encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        super().__init__(kind)
-
-    @classmethod
-    def load(cls, path: Path, kind: str) -> HFTokenizer:
-        """Read a native file written by ``save``; unreadable content is a TokenizerError."""
-        try:
-            backend = HFBackend.from_file(str(path))
-        except Exception as err:  # tokenizers raises plain Exception on bad JSON
-            raise TokenizerError(f"cannot load {path}: {err}; retrain the tokenizer to rewrite it") from err
-        return cls(kind, backend)
 
     @property
     def vocab_size(self) -> int:
@@ -132,6 +123,23 @@ class HFTokenizer(Tokenizer):
 
     def _decode(self, ids: list[int]) -> str:
         return self._backend.decode(ids, skip_special_tokens=False)
+
+
+class HFTokenizer(BackendTokenizer):
+    """A Tokenizer over an HF ``tokenizers.Tokenizer`` (native file: ``tokenizer.json``)."""
+
+    def __init__(self, kind: str, backend: HFBackend) -> None:
+        self._attach(backend)
+        super().__init__(kind)
+
+    @classmethod
+    def load(cls, path: Path, kind: str) -> HFTokenizer:
+        """Read a native file written by ``save``; unreadable content is a TokenizerError."""
+        try:
+            backend = HFBackend.from_file(str(path))
+        except Exception as err:  # tokenizers raises plain Exception on bad JSON
+            raise TokenizerError(f"cannot load {path}: {err}; retrain the tokenizer to rewrite it") from err
+        return cls(kind, backend)
 
     def _save_native(self, directory: Path) -> None:
         self._backend.save(str(directory / self.native_file))

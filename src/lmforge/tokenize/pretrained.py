@@ -29,7 +29,7 @@ from typing import Any, Optional
 from tokenizers import Tokenizer as HFBackend
 
 from lmforge.errors import TokenizerError
-from lmforge.tokenize.base import Tokenizer
+from lmforge.tokenize.hf import BackendTokenizer
 
 KIND = "pretrained"
 TOKENIZER_JSON = "tokenizer.json"
@@ -111,7 +111,7 @@ def _frame_plan(post_processor: Optional[dict[str, Any]]) -> tuple[list[str], li
                          "BertProcessing, RobertaProcessing, ByteLevel, Sequence)")
 
 
-class PretrainedTokenizer(Tokenizer):
+class PretrainedTokenizer(BackendTokenizer):
     """A published tokenizer.json with its own special tokens, mapped to roles."""
 
     native_file = TOKENIZER_JSON
@@ -122,11 +122,8 @@ class PretrainedTokenizer(Tokenizer):
             backend = HFBackend.from_str(backend_json)
         except Exception as err:  # tokenizers raises plain Exception on bad JSON
             raise TokenizerError(f"cannot load tokenizer.json ({err}): copy the tokenizer files again") from None
-        # Special-token strings in raw text stay plain text (see base.py); not stored in the file.
-        backend.encode_special_tokens = True
-        self._backend = backend
+        self._attach(backend)  # special-token strings in raw text stay plain text (see base.py)
         self._json = backend_json
-        self._encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
         parsed = json.loads(backend_json)
         self._added_specials = [entry["content"] for entry in parsed.get("added_tokens") or []
                                 if entry.get("special") and isinstance(entry.get("content"), str)]
@@ -185,19 +182,6 @@ class PretrainedTokenizer(Tokenizer):
 
     # ------------------------------------------------------------------ Tokenizer
 
-    @property
-    def vocab_size(self) -> int:
-        return self._backend.get_vocab_size(with_added_tokens=True)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._backend.token_to_id(token)
-
-    def encode(self, text: str) -> list[int]:
-        return self._backend.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        return [enc.ids for enc in self._encode_batch(list(texts), add_special_tokens=False)]
-
     def encode_template(self, text: str) -> list[int]:
         """Template output: special tokens written in it become their ids (the backend's own
         added-token matching, as HF's ``apply_chat_template(tokenize=True)``)."""
@@ -219,9 +203,6 @@ class PretrainedTokenizer(Tokenizer):
 
     def _extra_special_tokens(self) -> Iterable[str]:
         return self._added_specials
-
-    def _decode(self, ids: list[int]) -> str:
-        return self._backend.decode(ids, skip_special_tokens=False)
 
     def _save_native(self, directory: Path) -> None:
         (directory / TOKENIZER_JSON).write_text(self._json, encoding="utf-8")

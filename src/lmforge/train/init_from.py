@@ -81,6 +81,15 @@ def _is_hf_dir(path: Path) -> bool:
         return False
 
 
+def source_directory(path: str | Path) -> Path:
+    """``train.init_from`` as a directory; one ConfigError line when it is not one."""
+    source = Path(path)
+    if not source.is_dir():
+        raise ConfigError(f"config key 'train.init_from': '{path}' is not a directory: pass an lmforge checkpoint "
+                          "or run directory, or an HF model directory (config.json + safetensors)")
+    return source
+
+
 def source_tokenizer(init_from_path: str | Path) -> Any:
     """The tokenizer a ``train.init_from`` source was saved with: an lmforge checkpoint's
     ``tokenizer/``, or an HF directory's own tokenizer.json (kind "pretrained"; an lmforge
@@ -88,10 +97,7 @@ def source_tokenizer(init_from_path: str | Path) -> Any:
     tokenizer has more ids than the model has embeddings."""
     from lmforge.tokenize import load_tokenizer
 
-    path = Path(init_from_path)
-    if not path.is_dir():
-        raise ConfigError(f"config key 'train.init_from': '{path}' is not a directory: pass an lmforge checkpoint "
-                          "or run directory, or an HF model directory (config.json + safetensors)")
+    path = source_directory(init_from_path)
     if _is_hf_dir(path):
         from lmforge.interop.convert import read_hf_source, read_hf_tokenizer
 
@@ -106,10 +112,7 @@ def read_init_source(path: str, tokenizer: Any, tokenizer_dir: str) -> InitSourc
     the run's tokenizer (the embedding rows are its ids)."""
     from lmforge.tokenize import load_tokenizer
 
-    source = Path(path)
-    if not source.is_dir():
-        raise ConfigError(f"config key 'train.init_from': '{path}' is not a directory: pass an lmforge checkpoint "
-                          "or run directory, or an HF model directory (config.json + safetensors)")
+    source = source_directory(path)
     if _is_hf_dir(source):
         from lmforge.interop.convert import read_hf_weights
 
