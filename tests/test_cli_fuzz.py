@@ -73,6 +73,11 @@ BASE: dict[tuple[str, ...], dict[str, str]] = {
     ("evaluate",): {"checkpoint": "run", "data": "shards", "max_tokens": "256", "device": "cpu"},
     ("generate",): {"checkpoint": "run", "prompt": "def ", "max_new_tokens": "4", "device": "cpu"},
     ("convert",): {"source": "run", "to": "hf", "out_dir": "out"},
+    ("finetune",): {"train.init_from": "run", "train.shards_dir": "shards", "train.run_dir": "out",
+                    "train.seq_len": "32", "train.batch_size": "2", "train.max_steps": "2", "train.max_seconds": "5",
+                    "train.eval_interval": "0", "train.eval_batches": "1", "train.log_interval": "1",
+                    "train.device": "cpu"},
+    ("sweep",): {"config": "sweep.yaml", "run_dir": "out", "trials": "1"},
     ("quickstart",): {"run_dir": "out", "recipe": "tiny.yaml", "max_documents": "40", "vocab_size": "300",
                       "max_new_tokens": "4", "prompts": "def "},
     ("data", "run"): {"input.kind": "text", "input.paths": "corpus", "steps": "{step: clean}",
@@ -83,7 +88,7 @@ BASE: dict[tuple[str, ...], dict[str, str]] = {
 }
 
 FIXTURE_NAMES = ["afile.txt", "afifo", "adir", "adir/", "missing/new/dir", "binary.bin", "run", "shards",
-                 "tokenizer", "documents", "corpus", "pipeline", "labelled.jsonl", "tiny.yaml", "out"]
+                 "tokenizer", "documents", "corpus", "pipeline", "labelled.jsonl", "tiny.yaml", "sweep.yaml", "out"]
 SPECIAL = ["nan", "NaN", "inf", "-inf", ".nan", ".inf", "-.inf", "1e999", "-1e999", "1e-999", "-1", "0", "1", "2",
            "-0.5", "0.5", "1.5", "0x10", str(10**12), str(10**30), str(-10**12), "", " ", "null", "~", "true",
            "false", "[]", "{}", "[1, 2]", "{a: 1}", "- x", "a: b", "auto", "cpu", "cuda", "cuda:0", "cuda:7", "mps",
@@ -113,6 +118,8 @@ def _safe(dotted: str, value: str) -> str:
     value = value.lstrip("/~").replace("..", "__")
     if dotted.endswith("executor") and value.strip() == "ray":
         return "local"  # Ray would start a local instance (or connect to ray_address)
+    if dotted == "parallel" and value.strip().isdigit() and int(value) > 1:
+        return "1"  # worker processes would outlive a case stopped by its alarm
     if dotted.endswith("start_urls") and "127.0.0.1" not in value:
         return "http://127.0.0.1:9/" if "://" in value or value.lower().startswith("http") else value
     return value
@@ -208,6 +215,10 @@ def fixture_template(tiny_run, tmp_path_factory) -> Path:
         "model: {preset: llama-tiny, max_seq_len: 32, vocab_size: 0}\n"
         "train: {seq_len: 32, batch_size: 2, max_steps: 2, max_seconds: 5, eval_interval: 0, eval_batches: 1,"
         " device: cpu}\n", encoding="utf-8")
+    (root / "sweep.yaml").write_text(
+        "command: pretrain\nrecipe: tiny.yaml\ntrials: 1\n"
+        "overrides: {train.shards_dir: shards, train.tokenizer_dir: tokenizer}\n"
+        "space: {optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\n", encoding="utf-8")
     return root
 
 
