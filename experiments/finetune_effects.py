@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 EFFECTS = ("transfer", "domain", "lora", "llrd", "sft")
 GENERAL_EVAL_TOKENS = 131_072  # general val perplexity over its first 128k tokens (whole documents)
+FOLLOWING_PROMPTS = 100  # held-out SFT prompts graded (the val file is in a seeded random order)
 SMOKE: dict[str, Any] = {}  # --smoke: every run 2 steps, 4 generation prompts (checks the script, no figures)
 
 
@@ -179,6 +180,23 @@ def base_model_fields(checkpoint: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- measurements
 
 
+def memoized(function):
+    """Measurements of a finished checkpoint are kept in ``CHECKPOINT/../../measurements.json``
+    (the run directory; keyed by the function and its arguments), so a rerun does not redo them."""
+
+    def wrapper(checkpoint: str, data: Path, *args: Any) -> Any:
+        store = Path(checkpoint).parents[1] / "measurements.json"
+        memo = json.loads(store.read_text()) if store.is_file() else {}
+        key = json.dumps([function.__name__, str(data), args, bool(SMOKE)])
+        if key not in memo:
+            memo[key] = function(checkpoint, data, *args)
+            store.write_text(json.dumps(memo, indent=2))
+        return memo[key]
+
+    return wrapper
+
+
+@memoized
 def perplexity(checkpoint: str, shards: Path, max_tokens: int = 0) -> dict[str, float]:
     from lmforge import config as C
     from lmforge.evaluate import evaluate
@@ -189,6 +207,7 @@ def perplexity(checkpoint: str, shards: Path, max_tokens: int = 0) -> dict[str, 
     return {"perplexity": result["perplexity"], "loss": result["loss"], "tokens": result["tokens"]}
 
 
+@memoized
 def format_following(checkpoint: str, val_path: Path, max_new_tokens: int = 48) -> dict[str, Any]:
     """Greedy answers to the held-out SFT prompts, rendered as the sft task renders them
     (``[bos] + encode(prompt)``), graded by ``stdlib_tasks.grade_signature``: the fractions
@@ -201,7 +220,7 @@ def format_following(checkpoint: str, val_path: Path, max_new_tokens: int = 48) 
 
     model, tokenizer, _ = load_checkpoint(checkpoint, torch.device("cpu"))
     examples = [json.loads(line) for line in val_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    examples = examples[:4] if SMOKE else examples
+    examples = examples[:4] if SMOKE else examples[:FOLLOWING_PROMPTS]
     counts = {"valid": 0, "name": 0, "exact": 0}
     samples = []
     for example in examples:
