@@ -62,10 +62,22 @@ def test_list_fields_accept_scalars_and_lists():
     assert cfg.paths == ["data/*.txt"]
 
 
+def recipe_class(recipe) -> type:
+    """A training recipe's config class: the base models of the fine-tuning recipes are pretraining ones."""
+    finetune = recipe.name.startswith("finetune-") and not recipe.name.startswith("finetune-base-")
+    return C.FinetuneConfig if finetune else C.PretrainConfig
+
+
 @pytest.mark.parametrize("recipe", sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("data-", "classifier-"))),
                          ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
-    cfg = C.load_config(C.PretrainConfig, recipe)
+    from lmforge.sweep import SweepConfig
+
+    if recipe.name.startswith("sweep-"):
+        sweep = C.load_config(SweepConfig, recipe)
+        assert sweep.space and sweep.trials >= 1
+        return
+    cfg = C.load_config(recipe_class(recipe), recipe)
     assert cfg.train.max_steps or cfg.train.max_tokens or cfg.train.max_seconds
 
 

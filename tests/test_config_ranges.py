@@ -309,8 +309,12 @@ def test_every_default_passes_its_own_check(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("recipe", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
+    from lmforge.sweep import SweepConfig
+    from test_config import recipe_class
+
     cls = (C.DataRunConfig if recipe.name.startswith("data-") else
-           C.ClassifierTrainConfig if recipe.name.startswith("classifier-") else C.PretrainConfig)
+           C.ClassifierTrainConfig if recipe.name.startswith("classifier-") else
+           SweepConfig if recipe.name.startswith("sweep-") else recipe_class(recipe))
     C.load_config(cls, recipe)
 
 

@@ -102,6 +102,9 @@ class BigVocabTokenizer:
 
     kind, vocab_size, eos_id = "char", 100_000, 2
 
+    def require_id(self, role, needed_for):
+        return getattr(self, f"{role}_id")
+
     def encode_batch(self, batch):
         return [[70_000 + ord(c) % 30_000 for c in text] for text in batch]
 

@@ -136,7 +136,7 @@ def test_span_corruption_flops_per_raw_token_by_hand():
     from lmforge.train.tasks import SpanCorruptionTask
 
     cfg = ModelConfig(**{**TINY_T5, "vocab_size": 132})  # 32 tokenizer ids + 100 sentinels
-    task = SpanCorruptionTask(SimpleNamespace(vocab_size=32, eos_id=2, pad_id=1), cfg.vocab_size)
+    task = SpanCorruptionTask(SimpleNamespace(vocab_size=32, eos_id=2, pad_id=1, require_id=lambda role, why: {'eos': 2}[role]), cfg.vocab_size)
     # seq_len 16: a raw chunk of 17 tokens has round(17·0.15) = 3 noise tokens in round(3/3) = 1 span,
     # so inputs 17-3+1+1 = 16 and targets 3+1+2 = 6 (sentinel, closing sentinel, eos)
     assert task.window_len(16) == 17
@@ -157,7 +157,7 @@ def test_span_corruption_mfu_at_t5_small_lengths_is_below_the_old_figure():
     from lmforge.train.tasks import SpanCorruptionTask
 
     cfg = resolve_model_config(ModelConfig(preset="t5-small"))
-    task = SpanCorruptionTask(SimpleNamespace(vocab_size=32_000, eos_id=1, pad_id=0), cfg.vocab_size)
+    task = SpanCorruptionTask(SimpleNamespace(vocab_size=32_000, eos_id=1, pad_id=0, require_id=lambda role, why: {'eos': 1}[role]), cfg.vocab_size)
     honest = task.flops_per_token(cfg, 512)
     assert honest == encoder_decoder_flops(cfg, 512, 115) / 568
     tokens_per_second, peak = 100_000.0, 312e12

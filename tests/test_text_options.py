@@ -90,7 +90,10 @@ def _assert_refused_by_range(words, texts: dict[str, str]) -> None:
 
 
 def test_introspection_finds_every_verb_and_its_string_fields():
-    assert set(CONFIG_OF) == {(name,) for name in cli.VERBS} | {("data", name) for name in cli.DATA_VERBS}
+    # finetune needs train.init_from and sweep a search space before their configs load: their
+    # string fields get hostile text from a working base config in tests/test_cli_fuzz.py
+    needs_values = {("finetune",), ("sweep",)}
+    assert set(CONFIG_OF) == ({(name,) for name in cli.VERBS} - needs_values) | {("data", name) for name in cli.DATA_VERBS}
     assert CONFIG_OF[("generate",)] is C.GenerateConfig
     assert {"checkpoint", "prompt", "device"} <= set(STRING_FIELDS[("generate",)])
     assert LIST_FIELDS[("generate",)] == ["stop"]
