@@ -286,7 +286,7 @@ def effect_transfer(root: Path, bert: dict) -> dict[str, Any]:
               ("token_classification", "runs/finetune-effects/data/token_classification/train.jsonl")]
     for task, train_path in setups:
         num_train = sum(1 for line in (root / train_path.replace("runs/finetune-effects/", "", 1)).open() if line.strip())
-        name = f"{task}-{num_train}"
+        name = task if train_path.endswith("/train.jsonl") else f"{task}-{num_train}"
         tree = with_overrides(recipe, {"task.name": task, "task.options.train_path": train_path,
                                        "task.options.val_path": f"runs/finetune-effects/data/{task}/val.jsonl"})
         tuned = run_training(f"transfer-{name}-pretrained", "finetune", tree, root)
