@@ -26,7 +26,9 @@ its peak memory is its own) whose directory is named by a hash of its config: a 
 finished with the same config is reused, not retrained (so the single-LR arm of LLRD and the
 fine-tuned arm of transfer, the same config, run once).
 
-Rerun (2-core CPU: data ~1 min, bases ~10 min, effects ~25 min):
+Rerun (2-core AMD EPYC VM: data 40 s; on a quiet machine the runs go at ~8k tokens/s and the
+whole script takes ~15 minutes, on one shared with other jobs, load 4-7, it took ~70 minutes;
+the figures measured are in experiments/finetune_effects.md):
 
     .venv/bin/python experiments/finetune_effects.py                   # everything
     .venv/bin/python experiments/finetune_effects.py --effects sft,lora  # some effects
