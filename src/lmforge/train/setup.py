@@ -58,6 +58,7 @@ class AppliedAdapter:
     name: str
     options: Any
     wrapped: tuple[str, ...]
+    base_fingerprint: str  # of the frozen base, taken once: it does not change while the adapter trains
 
     def section(self) -> dict[str, Any]:
         return {"name": self.name, "options": dataclasses.asdict(self.options)}
@@ -166,8 +167,10 @@ def apply_adapter_config(model: torch.nn.Module, adapter: AdapterConfig,
     if untrained and hasattr(options, "train_modules"):
         extra = [name for name in untrained if name not in options.train_modules]
         options = dataclasses.replace(options, train_modules=list(options.train_modules) + extra)
+    from lmforge.finetune.adapters import base_fingerprint
+
     wrapped = apply_adapter(model, spec.name, options)
-    return AppliedAdapter(spec.name, options, tuple(wrapped))
+    return AppliedAdapter(spec.name, options, tuple(wrapped), base_fingerprint(model))
 
 
 def build_training(cfg: PretrainConfig, world: World, *, resuming: bool = False) -> Training:
@@ -220,8 +223,8 @@ def adapter_save(training: Training) -> Optional[Any]:
     """What a checkpoint of an adapter run holds (`checkpoint.AdapterSave`; None: the whole model is saved)."""
     if training.adapter is None:
         return None
-    from lmforge.finetune.adapters import adapter_state_dict, base_fingerprint
+    from lmforge.finetune.adapters import adapter_state_dict
     from lmforge.train import checkpoint as ckpt
 
-    base = {"path": str(training.source.path.resolve()), "fingerprint": base_fingerprint(training.model)}
+    base = {"path": str(training.source.path.resolve()), "fingerprint": training.adapter.base_fingerprint}
     return ckpt.AdapterSave(training.adapter.section(), adapter_state_dict(training.model), base)
